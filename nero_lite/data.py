@@ -1,0 +1,741 @@
+"""Data: the embedded synthetic endoscopy set, real-image loaders and shortcut masking.
+
+One entry point, :func:`load`, returns a :class:`Splits` — ID train, ID test and OOD
+test images (uint8 tensors in memory) with their class names:
+
+* ``load()`` or ``load("synthetic")`` — the embedded default (:mod:`nero_lite.synthetic`),
+  generated from a seed, no files needed.
+* ``load("hyperkvasir")``, ``load("kvasir")``, ``load("gastrovision")`` — the published
+  folder layouts (see :data:`DATASETS` for the ID/OOD class split of each). The folder
+  is ``root=`` or, when that is not given, ``$NERO_LITE_DATA/<subfolder>`` (e.g.
+  ``NERO_LITE_DATA=../shared/data`` finds ``../shared/data/hyperkvasir-lowergi``).
+* ``load("path/to/folder", id_classes=[...])`` — any folder in ImageFolder layout (one
+  sub-folder per class), or one with ``id/`` and ``ood/`` sub-folders;
+  :func:`load_folders` takes an ID folder and an OOD folder directly.
+
+Real images are read with PIL, converted to RGB, center-cropped to a square and
+resized (bicubic) to ``size``; the ID classes are split into train and test,
+stratified and seeded. Loaded sets are cached under :func:`cache_dir`.
+
+Environment variables:
+
+``NERO_LITE_DATA``
+    Folder holding the real data sets under their conventional sub-folder names.
+``NERO_LITE_CACHE``
+    Cache folder (default ``~/.cache/nero_lite``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from . import synthetic
+
+__all__ = [
+    "CORNER_FRACTION",
+    "DATASETS",
+    "DATA_VERSION",
+    "MEAN",
+    "STD",
+    "TEXT_MARGIN_FRACTION",
+    "ImageSet",
+    "RealDataset",
+    "Splits",
+    "cache_dir",
+    "data_root",
+    "load",
+    "load_folders",
+    "mask_shortcut",
+    "read_imagefolder",
+    "to_input",
+]
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+DATA_VERSION = "1"  # bump when generation or loading changes, to invalidate caches
+
+#: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
+#: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
+#: the black box spans columns 0 to 0.31 and rows 0.68 to 1.0 of the side (49×51 px
+#: of 160) in 97 % of the images that have it; 0.35 covers it with a margin.
+CORNER_FRACTION = 0.35
+#: Width of the left strip holding HyperKvasir's burned-in on-screen text (patient
+#: data, timings, a row of dots), as a fraction of the side: bright text pixels end at
+#: 0.14 of the side.
+TEXT_MARGIN_FRACTION = 0.15
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_PROGRESS_ABOVE = 300  # show a progress bar when reading more files than this
+
+
+# --------------------------------------------------------------------------- settings
+def data_root() -> Path | None:
+    """The folder named by ``NERO_LITE_DATA`` (real data sets live below it), or ``None``."""
+    value = os.environ.get("NERO_LITE_DATA", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``NERO_LITE_CACHE`` or ``~/.cache/nero_lite``, created on demand."""
+    value = os.environ.get("NERO_LITE_CACHE", "").strip()
+    path = Path(value).expanduser() if value else Path.home() / ".cache" / "nero_lite"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- containers
+def to_input(images: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """Turn uint8 images (``N×3×H×W`` or ``3×H×W``) into normalised float input on ``device``.
+
+    Scales to [0, 1], then subtracts :data:`MEAN` and divides by :data:`STD` per channel
+    (the ImageNet statistics, used by every model in the package).
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}")
+    x = images.to(device=device).float().div_(255)
+    mean = torch.tensor(MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+@dataclass
+class ImageSet:
+    """Images of one split in memory, all the same size.
+
+    Attributes
+    ----------
+    images : Tensor
+        uint8, ``N×3×H×W``.
+    labels : Tensor
+        int64, ``N``; indices into ``classes``.
+    classes : list of str
+        Class names.
+    files : list of str or None
+        Source file per image (``None`` for generated images).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    files: list[str] | None = None
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 N×3×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.files is not None and len(self.files) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.files)} file names")
+        self.classes = list(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index) -> ImageSet:
+        """The images at ``index`` (a slice, a boolean mask or integer indices)."""
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).flatten()
+        index = index.long()
+        files = [self.files[i] for i in index.tolist()] if self.files is not None else None
+        return ImageSet(self.images[index], self.labels[index], self.classes, files)
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per class."""
+        found = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+        return dict(zip(self.classes, found))
+
+
+@dataclass
+class Splits:
+    """The three sets an OOD experiment needs.
+
+    Attributes
+    ----------
+    name : str
+        Data set name (``"synthetic"``, ``"hyperkvasir"``, or the folder name).
+    train, test : ImageSet
+        ID training and test images (same classes).
+    ood : ImageSet
+        OOD test images; its labels index ``ood.classes``.
+    ood_kind : dict
+        ``"near"`` or ``"far"`` per OOD class.
+    """
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    ood: ImageSet
+    ood_kind: dict[str, str]
+
+    @property
+    def id_classes(self) -> list[str]:
+        """Names of the in-distribution classes."""
+        return self.train.classes
+
+    @property
+    def ood_classes(self) -> list[str]:
+        """Names of the OOD classes."""
+        return self.ood.classes
+
+    def summary(self) -> pd.DataFrame:
+        """Image counts per split and class, with the kind (``ID``, ``near``, ``far``)."""
+        rows = []
+        for split, imageset in (("train", self.train), ("test", self.test), ("ood", self.ood)):
+            for name, count in imageset.counts().items():
+                kind = "ID" if split != "ood" else self.ood_kind.get(name, "near")
+                rows.append({"split": split, "class": name, "kind": kind, "images": count})
+        return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- shortcut masking
+def mask_shortcut(
+    images: torch.Tensor, corner: float = CORNER_FRACTION, text_margin: float = 0.0
+) -> torch.Tensor:
+    """Black out the lower-left corner (and optionally the left text margin) of images.
+
+    HyperKvasir's images carry a black box in the lower-left corner whose presence
+    depends on the class; blacking the same region out in every image makes it
+    constant, so no model can use it.
+
+    Parameters
+    ----------
+    images : Tensor
+        ``…×3×H×W`` images (any dtype); not modified.
+    corner : float
+        Side of the blacked-out lower-left rectangle as a fraction of the height and
+        width (:data:`CORNER_FRACTION` covers HyperKvasir's box).
+    text_margin : float
+        Width of a full-height left strip to black out as well, as a fraction of the
+        width (:data:`TEXT_MARGIN_FRACTION` covers HyperKvasir's on-screen text); 0 = none.
+
+    Returns
+    -------
+    Tensor
+        A masked copy.
+    """
+    height, width = images.shape[-2:]
+    masked = images.clone()
+    if corner > 0:
+        masked[..., height - math.ceil(corner * height) :, : math.ceil(corner * width)] = 0
+    if text_margin > 0:
+        masked[..., :, : math.ceil(text_margin * width)] = 0
+    return masked
+
+
+def _masked(splits: Splits, mask_corner: bool, mask_text: bool) -> Splits:
+    """Apply :func:`mask_shortcut` identically to the three sets (unchanged when both are off)."""
+    if not (mask_corner or mask_text):
+        return splits
+    options = {
+        "corner": CORNER_FRACTION if mask_corner else 0.0,
+        "text_margin": TEXT_MARGIN_FRACTION if mask_text else 0.0,
+    }
+    sets = {
+        key: dataclasses.replace(getattr(splits, key), images=mask_shortcut(getattr(splits, key).images, **options))
+        for key in ("train", "test", "ood")
+    }
+    return dataclasses.replace(splits, **sets)
+
+
+# --------------------------------------------------------------------------- real data sets
+@dataclass(frozen=True)
+class RealDataset:
+    """A published data set: its conventional folder name and its ID/OOD class split."""
+
+    folder: str
+    id_classes: tuple[str, ...]
+    ood_kind: dict[str, str]
+    description: str
+
+    @property
+    def ood_classes(self) -> tuple[str, ...]:
+        """The OOD classes, in a fixed order."""
+        return tuple(self.ood_kind)
+
+
+#: The real data sets :func:`load` knows by name.
+#:
+#: * ``hyperkvasir`` — the five lower-GI classes of HyperKvasir's labelled images
+#:   (Borgli et al., Sci. Data 2020), as in ``hyperkvasir-lowergi`` (prepared with
+#:   ``data_scripts/prepare_hyperkvasir.py``): the three routine classes are ID; polyps
+#:   (an unseen finding) and impacted stool (shares colour and texture with bbps-0-1)
+#:   are near-OOD.
+#: * ``kvasir`` — Kvasir-v2 (Pogorelov et al., MMSys 2017): the three normal landmarks
+#:   are ID; the findings are OOD. The two dyed classes are marked far-OOD (indigo-carmine
+#:   blue never appears in the ID classes), the other findings near-OOD.
+#: * ``gastrovision`` — GastroVision (Jha et al., 2023), 27 classes. ID: the 10 normal
+#:   or anatomical-landmark classes plus "Accessory tools" (instruments seen during
+#:   routine examinations, not a finding) — the 11 most frequent non-pathological classes,
+#:   5,996 of the 8,000 images. OOD: the 16 pathological-finding and polyp-removal
+#:   classes; the two dyed ones far-OOD, the rest near-OOD. The NERO paper uses 11 ID
+#:   classes but does not publish which; this is our choice.
+DATASETS: dict[str, RealDataset] = {
+    "hyperkvasir": RealDataset(
+        folder="hyperkvasir-lowergi",
+        id_classes=("cecum", "bbps-2-3", "bbps-0-1"),
+        ood_kind={"polyps": "near", "impacted-stool": "near"},
+        description="HyperKvasir lower-GI labelled images (five classes)",
+    ),
+    "kvasir": RealDataset(
+        folder="kvasir-dataset-v2",
+        id_classes=("normal-cecum", "normal-pylorus", "normal-z-line"),
+        ood_kind={
+            "dyed-lifted-polyps": "far",
+            "dyed-resection-margins": "far",
+            "esophagitis": "near",
+            "polyps": "near",
+            "ulcerative-colitis": "near",
+        },
+        description="Kvasir v2 (eight classes, 1,000 images each)",
+    ),
+    "gastrovision": RealDataset(
+        folder="gastrovision",
+        id_classes=(
+            "Normal mucosa and vascular pattern in the large bowel",
+            "Accessory tools",
+            "Normal stomach",
+            "Small bowel_terminal ileum",
+            "Pylorus",
+            "Gastroesophageal_junction_normal z-line",
+            "Duodenal bulb",
+            "Ileocecal valve",
+            "Normal esophagus",
+            "Cecum",
+            "Retroflex rectum",
+        ),
+        ood_kind={
+            "Colon polyps": "near",
+            "Dyed-resection-margins": "far",
+            "Blood in lumen": "near",
+            "Dyed-lifted-polyps": "far",
+            "Colorectal cancer": "near",
+            "Esophagitis": "near",
+            "Barrett's esophagus": "near",
+            "Resected polyps": "near",
+            "Gastric polyps": "near",
+            "Mucosal inflammation large bowel": "near",
+            "Colon diverticula": "near",
+            "Resection margins": "near",
+            "Angiectasia": "near",
+            "Erythema": "near",
+            "Esophageal varices": "near",
+            "Ulcer": "near",
+        },
+        description="GastroVision (27 classes, 8,000 images)",
+    ),
+}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` (by extension, hidden files skipped), sorted."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _class_folders(root: Path) -> list[str]:
+    """Names of the class sub-folders of an ImageFolder root, sorted."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _check_folder(root: Path) -> Path:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    return root
+
+
+def _listing(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
+    """Image files per class, with clear errors for a missing or empty class folder."""
+    _check_folder(root)
+    available = _class_folders(root)
+    files = {}
+    for name in classes:
+        if name not in available:
+            found = ", ".join(available) or "none"
+            raise FileNotFoundError(f"class folder {name!r} not found in {root} (found: {found})")
+        files[name] = _image_files(root / name)
+        if not files[name]:
+            raise ValueError(f"class {name!r} has no image files in {root / name}")
+    return files
+
+
+def _read_image(path: Path, size: int) -> torch.Tensor:
+    """One image as uint8 ``3×size×size``: RGB, center-cropped to a square, resized (bicubic)."""
+    with Image.open(path) as image:
+        image = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool) -> ImageSet:
+    """Read the listed files into an :class:`ImageSet`, skipping unreadable files with one warning."""
+    jobs = [(k, path) for k, paths in enumerate(listing.values()) for path in paths]
+    images, labels, files, skipped = [], [], [], []
+    bar = tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not progress or len(jobs) <= _PROGRESS_ABOVE)
+    for label, path in bar:
+        try:
+            images.append(_read_image(path, size))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            skipped.append(path)
+            continue
+        labels.append(label)
+        files.append(str(path))
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image file(s) under {root} (first: {skipped[0].name})", stacklevel=3
+        )
+    classes = list(listing)
+    found = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=len(classes))
+    empty = [name for name, count in zip(classes, found.tolist()) if count == 0]
+    if empty:
+        raise ValueError(f"no readable images in class folder(s) {empty} under {root}")
+    return ImageSet(torch.stack(images), torch.tensor(labels), classes, files)
+
+
+def read_imagefolder(
+    root: str | os.PathLike, classes: Sequence[str] | None = None, *, size: int = 128, progress: bool = True
+) -> ImageSet:
+    """Read a folder in ImageFolder layout (one sub-folder per class) into memory.
+
+    Parameters
+    ----------
+    root : path
+        The folder.
+    classes : list of str, optional
+        Class sub-folders to read, in this label order; default all, sorted.
+    size : int
+        Images are center-cropped to a square and resized to ``size×size``.
+    progress : bool
+        Show a progress bar when reading more than a few hundred files.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder or a requested class folder does not exist.
+    ValueError
+        A class folder holds no (readable) image.
+    """
+    root = _check_folder(Path(root))
+    classes = list(classes) if classes is not None else _class_folders(root)
+    if not classes:
+        raise ValueError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
+    return _read(_listing(root, classes), root, size, progress)
+
+
+def _stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded per-class split of indices into train and test (at least one of each per class)."""
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in torch.unique(labels).tolist():
+        index = rng.permutation(torch.nonzero(labels == label).flatten().numpy())
+        if len(index) < 2:
+            raise ValueError(f"class {label} has {len(index)} image(s); a train/test split needs at least 2")
+        cut = min(max(round(train_fraction * len(index)), 1), len(index) - 1)
+        train.append(index[:cut])
+        test.append(index[cut:])
+    return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(np.sort(np.concatenate(test)))
+
+
+# --------------------------------------------------------------------------- caching
+def _fingerprint(listing: dict[str, list[Path]]) -> str:
+    """Hash of the listed files' names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for name, paths in listing.items():
+        for path in paths:
+            stat = path.stat()
+            digest.update(f"{name}/{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def _cache_path(kind: str, key: dict) -> Path:
+    text = json.dumps({"data_version": DATA_VERSION, **key}, sort_keys=True, default=str)
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in kind)[:40]
+    return cache_dir() / f"data-{slug}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
+
+
+def _save(splits: Splits, path: Path) -> None:
+    """Write tensors and names (no pickled objects) atomically: temp file, then rename."""
+    payload = {"name": splits.name, "ood_kind": dict(splits.ood_kind)}
+    for key in ("train", "test", "ood"):
+        imageset = getattr(splits, key)
+        payload[key] = {"images": imageset.images, "labels": imageset.labels, "classes": imageset.classes}
+        if imageset.files is not None:
+            payload[key]["files"] = imageset.files
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _restore(path: Path) -> Splits:
+    payload = torch.load(path, weights_only=True)
+    sets = {key: ImageSet(**payload[key]) for key in ("train", "test", "ood")}
+    return Splits(payload["name"], ood_kind=payload["ood_kind"], **sets)
+
+
+def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
+    """``build()`` once, then reuse its result from the cache (unless ``cache`` is off)."""
+    if not cache:
+        return build()
+    path = _cache_path(kind, key)
+    if path.exists():
+        try:
+            return _restore(path)
+        except Exception as error:  # a truncated or foreign file: rebuild it
+            warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=3)
+    splits = build()
+    _save(splits, path)
+    return splits
+
+
+# --------------------------------------------------------------------------- loaders
+def _synthetic(size: int, seed: int, config: synthetic.SyntheticConfig) -> Splits:
+    sets = {
+        key: ImageSet(images, labels, list(synthetic.ID_CLASSES if key != "ood" else synthetic.OOD_CLASSES))
+        for key, (images, labels) in synthetic.generate(config, size=size, seed=seed).items()
+    }
+    return Splits("synthetic", ood_kind=dict(synthetic.OOD_KIND), **sets)
+
+
+def _relabel(imageset: ImageSet, classes: list[str]) -> ImageSet:
+    """The same images with labels indexing ``classes`` (a superset of ``imageset.classes``)."""
+    mapping = torch.tensor([classes.index(name) for name in imageset.classes])
+    return ImageSet(imageset.images, mapping[imageset.labels], classes, imageset.files)
+
+
+def _split_folder(
+    name: str,
+    root: Path,
+    id_classes: Sequence[str],
+    ood_classes: Sequence[str],
+    ood_kind: dict[str, str],
+    *,
+    size: int,
+    seed: int,
+    train_fraction: float,
+    cache: bool,
+    progress: bool,
+    ood_root: Path | None = None,
+    test_root: Path | None = None,
+) -> Splits:
+    """Read ID classes (split into train/test, or a separate test folder) and OOD classes."""
+    if not id_classes:
+        raise ValueError(f"no ID classes given for {root}")
+    if not ood_classes:
+        raise ValueError(f"no OOD classes given for {ood_root or root}")
+    overlap = set(id_classes) & set(ood_classes) if ood_root is None else set()
+    if overlap:
+        raise ValueError(f"classes both ID and OOD: {sorted(overlap)}")
+    listings = {"id": _listing(root, id_classes), "ood": _listing(ood_root or root, ood_classes)}
+    if test_root is not None:
+        test_classes = _class_folders(_check_folder(test_root))
+        missing = sorted(set(test_classes) - set(id_classes))
+        if missing:
+            raise ValueError(f"test class folder(s) {missing} in {test_root} are not among the training classes")
+        if not test_classes:
+            raise ValueError(f"no class sub-folders in {test_root} (expected layout: {test_root}/<class>/<image>)")
+        listings["test"] = _listing(test_root, [c for c in id_classes if c in test_classes])
+    key = {
+        "name": name,
+        "roots": [str(p.resolve()) for p in (root, ood_root, test_root) if p is not None],
+        "files": {part: _fingerprint(listing) for part, listing in listings.items()},
+        "id": list(id_classes),
+        "ood": list(ood_classes),
+        "size": size,
+        "seed": seed,
+        "train_fraction": train_fraction,
+    }
+
+    def build() -> Splits:
+        ood = _read(listings["ood"], ood_root or root, size, progress)
+        ids = _read(listings["id"], root, size, progress)
+        if test_root is None:
+            train_index, test_index = _stratified_split(ids.labels, train_fraction, seed)
+            train, test = ids.subset(train_index), ids.subset(test_index)
+        else:
+            train = ids
+            test = _relabel(_read(listings["test"], test_root, size, progress), list(id_classes))
+        kinds = {c: ood_kind.get(c, "near") for c in ood_classes}
+        return Splits(name, train, test, ood, kinds)
+
+    return _cached(name, key, build, cache)
+
+
+def _dataset_folder(name: str, root: str | os.PathLike | None) -> Path:
+    """The folder of a named data set: ``root``, else below ``NERO_LITE_DATA``."""
+    spec = DATASETS[name]
+    if root is not None:
+        return _check_folder(Path(root).expanduser())
+    base = data_root()
+    if base is None:
+        raise FileNotFoundError(
+            f"no folder for {name!r}: pass root=... or set NERO_LITE_DATA to the folder holding '{spec.folder}/' "
+            f"(prepare it with the scripts in data_scripts/)"
+        )
+    for candidate in (base / spec.folder, base):
+        if (candidate / spec.id_classes[0]).is_dir():
+            return candidate
+    raise FileNotFoundError(f"{spec.description} not found: expected {base / spec.folder} (NERO_LITE_DATA={base})")
+
+
+def load(
+    name_or_path: str | os.PathLike = "synthetic",
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    id_classes: Sequence[str] | None = None,
+    ood_classes: Sequence[str] | None = None,
+    train_fraction: float = 2 / 3,
+    mask_corner: bool = False,
+    mask_text: bool = False,
+    cache: bool = True,
+    config: synthetic.SyntheticConfig | None = None,
+    progress: bool = True,
+) -> Splits:
+    """Load ID train, ID test and OOD test images.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"synthetic"`` (default), ``"hyperkvasir"``, ``"kvasir"``, ``"gastrovision"``,
+        or a folder: ImageFolder layout with ``id_classes`` given, or with ``id/`` and
+        ``ood/`` sub-folders in ImageFolder layout.
+    size : int, optional
+        Image side in pixels (default 64 for synthetic, 128 for real images).
+    seed : int
+        Seed of the synthetic generator and of the train/test split.
+    root : path, optional
+        Folder of a named real data set (default ``$NERO_LITE_DATA/<subfolder>``).
+    id_classes, ood_classes : list of str, optional
+        Override the class split of a named data set, or choose it for a folder
+        (``ood_classes`` defaults to every other class folder).
+    train_fraction : float
+        Fraction of each ID class used for training (real images).
+    mask_corner, mask_text : bool
+        Black out the lower-left corner / the left text margin in all three sets
+        (:func:`mask_shortcut`), to remove HyperKvasir's class-correlated black box
+        and on-screen text.
+    cache : bool
+        Reuse (and store) the loaded tensors under :func:`cache_dir`.
+    config : SyntheticConfig, optional
+        Counts and difficulty of the synthetic set (default
+        :data:`nero_lite.synthetic.DEFAULT_CONFIG`).
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Splits
+    """
+    name = str(name_or_path)
+    if name == "synthetic":
+        if id_classes is not None or ood_classes is not None or root is not None:
+            raise ValueError("the synthetic set has fixed classes and no folder: drop id_classes, ood_classes and root")
+        config = config or synthetic.DEFAULT_CONFIG
+        size = size or 64
+        key = {"config": dataclasses.asdict(config), "size": size, "seed": seed}
+        splits = _cached("synthetic", key, lambda: _synthetic(size, seed, config), cache)
+        return _masked(splits, mask_corner, mask_text)
+    if config is not None:
+        raise ValueError("config= applies to the synthetic set only")
+    options = dict(size=size or 128, seed=seed, train_fraction=train_fraction, cache=cache, progress=progress)
+    if name in DATASETS:
+        spec = DATASETS[name]
+        folder = _dataset_folder(name, root)
+        id_classes = list(id_classes or spec.id_classes)
+        ood_classes = list(ood_classes or [c for c in spec.ood_classes if c not in id_classes])
+        splits = _split_folder(name, folder, id_classes, ood_classes, spec.ood_kind, **options)
+        return _masked(splits, mask_corner, mask_text)
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name!r} is neither a known data set ({', '.join(['synthetic', *DATASETS])}) nor an existing folder"
+        )
+    if id_classes is None:
+        if (folder / "id").is_dir() and (folder / "ood").is_dir():
+            return load_folders(folder / "id", folder / "ood", mask_corner=mask_corner, mask_text=mask_text, **options)
+        raise ValueError(
+            f"{folder}: give id_classes=[...] or arrange the folder as {folder}/id/<class> and {folder}/ood/<class>"
+        )
+    ood_classes = list(ood_classes or [c for c in _class_folders(folder) if c not in id_classes])
+    splits = _split_folder(folder.name, folder, list(id_classes), ood_classes, {}, **options)
+    return _masked(splits, mask_corner, mask_text)
+
+
+def load_folders(
+    id_dir: str | os.PathLike,
+    ood_dir: str | os.PathLike,
+    *,
+    test_dir: str | os.PathLike | None = None,
+    size: int = 128,
+    seed: int = 0,
+    train_fraction: float = 2 / 3,
+    mask_corner: bool = False,
+    mask_text: bool = False,
+    cache: bool = True,
+    progress: bool = True,
+) -> Splits:
+    """Load a user's ID folder and OOD folder (each in ImageFolder layout).
+
+    Parameters
+    ----------
+    id_dir : path
+        In-distribution images, one sub-folder per class.
+    ood_dir : path
+        OOD images, one sub-folder per class (or per kind of finding); all marked
+        ``"near"`` in :attr:`Splits.ood_kind`.
+    test_dir : path, optional
+        ID test images in the same layout; when given, all of ``id_dir`` is used for
+        training, otherwise each ID class is split (``train_fraction``, seeded, stratified).
+        Its classes must be among ``id_dir``'s.
+    size, seed, train_fraction, mask_corner, mask_text, cache, progress
+        As in :func:`load`.
+    """
+    id_dir, ood_dir = _check_folder(Path(id_dir).expanduser()), _check_folder(Path(ood_dir).expanduser())
+    id_classes, ood_classes = _class_folders(id_dir), _class_folders(ood_dir)
+    for folder, classes in ((id_dir, id_classes), (ood_dir, ood_classes)):
+        if not classes:
+            raise ValueError(f"no class sub-folders in {folder} (expected layout: {folder}/<class>/<image>)")
+    splits = _split_folder(
+        id_dir.parent.name if id_dir.name == "id" else id_dir.name,
+        id_dir,
+        id_classes,
+        ood_classes,
+        {},
+        size=size,
+        seed=seed,
+        train_fraction=train_fraction,
+        cache=cache,
+        progress=progress,
+        ood_root=ood_dir,
+        test_root=Path(test_dir).expanduser() if test_dir is not None else None,
+    )
+    return _masked(splits, mask_corner, mask_text)

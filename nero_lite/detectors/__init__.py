@@ -1,0 +1,81 @@
+"""Out-of-distribution detectors: NERO and thirteen baselines, behind one registry.
+
+Every detector follows :class:`~nero_lite.detectors.base.Detector`: hyperparameters in
+``__init__``, ``fit(train_outputs)`` → ``self``, ``score(outputs)`` → one value per
+sample, **higher = more in-distribution**. Run them by name::
+
+    from nero_lite import detectors
+    for name in detectors.available():
+        scores = detectors.create(name).fit(train).score(test)
+
+Modules, one per family: :mod:`.logits` (MSP, MaxLogit, Energy, Entropy), :mod:`.odin`,
+:mod:`.distance` (Mahalanobis, KNN, SHE), :mod:`.subspace` (ViM, NECO), :mod:`.shaping`
+(ReAct, ASH), :mod:`.gradient` (GradNorm), :mod:`.nero` (NERO).
+"""
+
+from __future__ import annotations
+
+from .base import Detector, NotFittedError, Paper
+from .distance import KNNDetector, MahalanobisDetector, SHEDetector
+from .gradient import GradNormDetector
+from .logits import EnergyDetector, EntropyDetector, MaxLogitDetector, MSPDetector
+from .nero import NeroDetector
+from .odin import OdinDetector
+from .shaping import ASHDetector, ReActDetector
+from .subspace import NecoDetector, ViMDetector
+
+__all__ = [
+    "ASHDetector",
+    "Detector",
+    "EnergyDetector",
+    "EntropyDetector",
+    "GradNormDetector",
+    "KNNDetector",
+    "MSPDetector",
+    "MahalanobisDetector",
+    "MaxLogitDetector",
+    "NecoDetector",
+    "NeroDetector",
+    "NotFittedError",
+    "OdinDetector",
+    "Paper",
+    "ReActDetector",
+    "SHEDetector",
+    "ViMDetector",
+    "available",
+    "create",
+]
+
+_REGISTRY: dict[str, type[Detector]] = {
+    cls.name: cls
+    for cls in (
+        MSPDetector,
+        MaxLogitDetector,
+        EnergyDetector,
+        EntropyDetector,
+        OdinDetector,
+        MahalanobisDetector,
+        ViMDetector,
+        NecoDetector,
+        ReActDetector,
+        GradNormDetector,
+        KNNDetector,
+        ASHDetector,
+        SHEDetector,
+        NeroDetector,
+    )
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`create`, baselines first and NERO last."""
+    return list(_REGISTRY)
+
+
+def create(name: str, **params) -> Detector:
+    """A new detector by registry name, e.g. ``create("knn", k=10)``."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(_REGISTRY)}") from None
+    return cls(**params)

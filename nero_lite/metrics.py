@@ -1,0 +1,116 @@
+"""OOD evaluation metrics with one sign convention.
+
+**Convention (everywhere in nero_lite): a higher score means more in-distribution**,
+as scikit-learn's ``score_samples``. In-distribution (ID) samples are the positive
+class of every metric below; out-of-distribution (OOD) samples are the negatives.
+
+* AUROC: area under the ROC curve, the probability that a random ID sample scores
+  higher than a random OOD sample (ties count one half).
+* FPR95: the fraction of OOD samples accepted as ID at the threshold where 95 % of
+  the ID samples are accepted (the false-positive rate at 95 % true-positive rate).
+* AUPR-In: average precision with ID as the positive class.
+* AUPR-Out: average precision with OOD as the positive class (scores negated).
+
+The curves come from :mod:`sklearn.metrics`; this module only fixes the convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "evaluate", "threshold_at_tpr", "evaluate_table"]
+
+
+def _to_numpy(scores, name: str) -> np.ndarray:
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().numpy()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError(f"{name} is empty: need at least one score")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return scores
+
+
+def _labels_and_scores(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
+    id_scores = _to_numpy(id_scores, "id_scores")
+    ood_scores = _to_numpy(ood_scores, "ood_scores")
+    y = np.concatenate([np.ones(id_scores.size), np.zeros(ood_scores.size)])
+    return y, np.concatenate([id_scores, ood_scores])
+
+
+def auroc(id_scores, ood_scores) -> float:
+    """Area under the ROC curve, ID as positives (0.5 = chance, 1 = perfect)."""
+    y, s = _labels_and_scores(id_scores, ood_scores)
+    return float(roc_auc_score(y, s))
+
+
+def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
+    """False-positive rate (OOD accepted as ID) at the first ROC point with TPR ≥ ``tpr``.
+
+    Tied scores are never split: a threshold accepts all samples with a given
+    score or none of them, so with ties the reached TPR can exceed ``tpr``.
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    y, s = _labels_and_scores(id_scores, ood_scores)
+    fpr, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+    return float(fpr[np.searchsorted(tprs, tpr - 1e-12, side="left")])
+
+
+def aupr_in(id_scores, ood_scores) -> float:
+    """Average precision with ID as the positive class."""
+    y, s = _labels_and_scores(id_scores, ood_scores)
+    return float(average_precision_score(y, s))
+
+
+def aupr_out(id_scores, ood_scores) -> float:
+    """Average precision with OOD as the positive class (scores negated)."""
+    y, s = _labels_and_scores(id_scores, ood_scores)
+    return float(average_precision_score(1 - y, -s))
+
+
+def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
+    """The highest threshold that accepts (score ≥ threshold) at least a fraction ``tpr`` of ``id_scores``.
+
+    Used to turn a detector into a decision: flag a sample as OOD when its score is
+    below the threshold fitted on held-out ID data.
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    descending = np.sort(_to_numpy(id_scores, "id_scores"))[::-1]
+    return float(descending[int(np.ceil(tpr * descending.size)) - 1])
+
+
+def evaluate(id_scores, ood_scores) -> dict[str, float]:
+    """All four metrics as fractions in [0, 1]: ``auroc, fpr95, aupr_in, aupr_out``."""
+    return {
+        "auroc": auroc(id_scores, ood_scores),
+        "fpr95": fpr_at_tpr(id_scores, ood_scores, 0.95),
+        "aupr_in": aupr_in(id_scores, ood_scores),
+        "aupr_out": aupr_out(id_scores, ood_scores),
+    }
+
+
+def evaluate_table(id_scores, ood_scores, ood_labels, ood_classes, ood_kind: dict[str, str] | None = None) -> pd.DataFrame:
+    """Metrics per OOD class, per kind of OOD and pooled, one row each.
+
+    ``ood_labels`` indexes ``ood_classes`` for every entry of ``ood_scores``. With
+    ``ood_kind`` (class name → e.g. ``"near"``/``"far"``) a pooled row is added for each
+    kind (``"near-OOD"``, ``"far-OOD"``); the last row, ``"all"``, pools every OOD sample.
+    """
+    ood_scores = _to_numpy(ood_scores, "ood_scores")
+    ood_labels = np.asarray(ood_labels.cpu() if isinstance(ood_labels, torch.Tensor) else ood_labels)
+    groups = {name: [k] for k, name in enumerate(ood_classes)}
+    for kind in dict.fromkeys((ood_kind or {}).values()):
+        groups[f"{kind}-OOD"] = [k for k, name in enumerate(ood_classes) if ood_kind.get(name) == kind]
+    rows = []
+    for group, members in groups.items():
+        mask = np.isin(ood_labels, members)
+        if mask.any():
+            rows.append({"ood_class": group, **evaluate(id_scores, ood_scores[mask])})
+    rows.append({"ood_class": "all", **evaluate(id_scores, ood_scores)})
+    return pd.DataFrame(rows).set_index("ood_class")

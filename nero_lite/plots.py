@@ -1,0 +1,136 @@
+"""The figures of the book: image grids, training curves, confusion matrices, score histograms."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from sklearn.metrics import confusion_matrix as _confusion_matrix
+
+from .data import ImageSet, Splits
+from .outputs import Outputs
+
+__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms"]
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def image_grid(splits: Splits, per_class: int = 6, seed: int = 0) -> plt.Figure:
+    """One row per class (ID classes first, then OOD classes), ``per_class`` random test images each."""
+    rows = [(name, "ID", splits.test, k) for k, name in enumerate(splits.id_classes)]
+    rows += [(name, f"OOD ({splits.ood_kind.get(name, '?')})", splits.ood, k) for k, name in enumerate(splits.ood_classes)]
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(1.3 * per_class, 1.35 * len(rows)), squeeze=False)
+    for axes_row, (name, kind, imageset, k) in zip(axes, rows):
+        index = np.flatnonzero(_numpy(imageset.labels) == k)
+        chosen = rng.choice(index, size=min(per_class, len(index)), replace=False) if len(index) else []
+        for j, ax in enumerate(axes_row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(chosen):
+                ax.imshow(_numpy(imageset.images[chosen[j]]).transpose(1, 2, 0))
+            else:
+                ax.axis("off")
+        axes_row[0].set_ylabel(f"{name}\n{kind}", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{splits.name}: test images per class")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: list[dict]) -> plt.Figure:
+    """Training loss and accuracy per epoch, from ``model.training_history``."""
+    frame = pd.DataFrame(history)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3))
+    ax_loss.plot(frame["epoch"], frame["loss"], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
+    ax_acc.plot(frame["epoch"], frame["train_accuracy"], marker="o")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="training accuracy", ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(outputs: Outputs, classes: list[str], title: str = "ID test set") -> plt.Figure:
+    """Row-normalised confusion matrix of the predictions in ``outputs``."""
+    matrix = _confusion_matrix(_numpy(outputs.labels), _numpy(outputs.predictions()), labels=range(len(classes)))
+    frame = pd.DataFrame(matrix / matrix.sum(1, keepdims=True).clip(min=1), index=classes, columns=classes)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.0 * len(classes) + 1.2))
+    sns.heatmap(frame, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, ax=ax, cbar=False)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def score_histograms(
+    id_scores, ood_scores, ood_labels, ood_classes: list[str], title: str = "scores", xlabel: str = "score"
+) -> plt.Figure:
+    """Score distributions of the ID test set and of each OOD class (higher = more ID)."""
+    ood_labels = _numpy(ood_labels)
+    frame = pd.concat(
+        [pd.DataFrame({"score": _numpy(id_scores), "set": "ID test"})]
+        + [
+            pd.DataFrame({"score": _numpy(ood_scores)[ood_labels == k], "set": f"OOD: {name}"})
+            for k, name in enumerate(ood_classes)
+        ],
+        ignore_index=True,
+    )
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.histplot(frame, x="score", hue="set", element="step", stat="density", common_norm=False, fill=False, ax=ax)
+    ax.set(title=title, xlabel=f"{xlabel} (higher = more in-distribution)")
+    fig.tight_layout()
+    return fig
+
+
+def relevance_profile(id_relevance, ood_relevance, ood_labels, ood_classes: list[str]) -> plt.Figure:
+    """Mean relevance per neuron, ID test vs each OOD class, neurons sorted by mean ID relevance."""
+    id_mean = _numpy(id_relevance).mean(0)
+    order = np.argsort(id_mean)[::-1]
+    ood_relevance, ood_labels = _numpy(ood_relevance), _numpy(ood_labels)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(id_mean[order], color="black", lw=2, label="ID test")
+    for k, name in enumerate(ood_classes):
+        ax.plot(ood_relevance[ood_labels == k].mean(0)[order], lw=1, alpha=0.8, label=f"OOD: {name}")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="neuron (sorted by mean ID relevance)", ylabel="mean relevance", title="relevance profile")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def class_profiles(relevance, labels, classes: list[str], top: int = 40) -> plt.Figure:
+    """Mean relevance of the ``top`` most relevant neurons, one row per class (a heat map)."""
+    relevance, labels = _numpy(relevance), _numpy(labels)
+    means = np.stack([relevance[labels == k].mean(0) for k in range(len(classes))])
+    neurons = np.argsort(np.abs(means).max(0))[::-1][:top]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(classes) + 1.2))
+    sns.heatmap(pd.DataFrame(means[:, neurons], index=classes, columns=neurons), cmap="RdBu_r", center=0, ax=ax)
+    ax.set(xlabel="neuron", ylabel="class", title=f"class-mean relevance of the {top} most relevant neurons")
+    fig.tight_layout()
+    return fig
+
+
+def projection_2d(
+    id_points, id_labels, id_classes: list[str], ood_points, ood_labels, ood_classes: list[str], centroids=None,
+    title: str = "first two principal components",
+) -> plt.Figure:
+    """Scatter of the first two coordinates: ID points by class, OOD points by class, centroids as stars."""
+    id_points, ood_points = _numpy(id_points)[:, :2], _numpy(ood_points)[:, :2]
+    id_labels, ood_labels = _numpy(id_labels), _numpy(ood_labels)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    palette = sns.color_palette("tab10", len(id_classes) + len(ood_classes))
+    for k, name in enumerate(id_classes):
+        p = id_points[id_labels == k]
+        ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, color=palette[k], label=f"ID: {name}")
+    for k, name in enumerate(ood_classes):
+        p = ood_points[ood_labels == k]
+        ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, marker="x", color=palette[len(id_classes) + k], label=f"OOD: {name}")
+    if centroids is not None:
+        c = _numpy(centroids)[:, :2]
+        ax.scatter(c[:, 0], c[:, 1], s=250, marker="*", color="black", edgecolor="white", label="class centroids")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""Semi-supervised OOD detection from intermediate layers (IPSJ Journal 62(4), 2021).
+
+"Semi-supervised out-of-distribution detection using the output of intermediate layers
+in deep neural networks": GEOM's transform classifier f (Golan & El-Yaniv, NeurIPS
+2018) is trained on ID images, frozen, and a small network g on its intermediate
+features is trained against a few known outliers. Compared with GEOM, GEOM+ (outlier
+exposure; Hendrycks et al., ICLR 2019) and BCE (g on raw images).
+
+Modules, one idea each:
+
+* :mod:`~nero_lite.semisup.transforms` — GEOM's geometric transforms, batched.
+* :mod:`~nero_lite.semisup.networks` — f (a wide ResNet), its feature taps, and g.
+* :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`SemisupConfig`.
+* :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
+* :mod:`~nero_lite.semisup.protocol` — :func:`run_protocol` and :func:`summarize`.
+
+A chapter's run::
+
+    from nero_lite import data, semisup
+    splits = data.load("synthetic")
+    results = semisup.run_protocol(splits, ["geom", "geom+", "bce", "proposed"], n_outliers=[16, 256])
+    semisup.summarize(results, by=["method", "n_outliers"])
+
+All scores: higher = more in-distribution.
+"""
+
+from .detectors import (
+    PROPOSED_LAYERS,
+    BceDetector,
+    GeomDetector,
+    IntermediateLayerDetector,
+    NotFittedError,
+    SemisupConfig,
+)
+from .networks import GNet, WideResNet, tap_features
+from .outliers import TEXTURES, OneClassTask, one_class_splits, texture_outliers
+from .protocol import METHODS, run_protocol, summarize
+from .transforms import GeometricTransforms, Transform, geometric_transforms
+
+__all__ = [
+    "METHODS",
+    "PROPOSED_LAYERS",
+    "TEXTURES",
+    "BceDetector",
+    "GNet",
+    "GeomDetector",
+    "GeometricTransforms",
+    "IntermediateLayerDetector",
+    "NotFittedError",
+    "OneClassTask",
+    "SemisupConfig",
+    "Transform",
+    "WideResNet",
+    "geometric_transforms",
+    "one_class_splits",
+    "run_protocol",
+    "summarize",
+    "tap_features",
+    "texture_outliers",
+]

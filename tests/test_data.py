@@ -1,0 +1,383 @@
+"""Data: the synthetic generator, folder loaders, caching, normalisation and shortcut masking."""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nero_lite import data, synthetic
+from nero_lite.synthetic import SyntheticConfig
+
+TINY = SyntheticConfig(n_train=4, n_test=3, n_ood=2)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache folder."""
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
+
+
+# --------------------------------------------------------------------------- synthetic
+def test_synthetic_is_deterministic_per_seed():
+    first = data.load(config=TINY, size=32, seed=0, cache=False)
+    again = data.load(config=TINY, size=32, seed=0, cache=False)
+    other = data.load(config=TINY, size=32, seed=1, cache=False)
+    for key in ("train", "test", "ood"):
+        assert torch.equal(getattr(first, key).images, getattr(again, key).images)
+        assert not torch.equal(getattr(first, key).images, getattr(other, key).images)
+    assert not torch.equal(first.train.images[:3], first.test.images[:3])
+
+
+def test_synthetic_shapes_counts_and_classes():
+    splits = data.load(config=TINY, size=32, cache=False)
+    assert splits.name == "synthetic"
+    assert splits.id_classes == list(synthetic.ID_CLASSES) and len(splits.id_classes) >= 3
+    assert splits.ood_classes == list(synthetic.OOD_CLASSES) and len(splits.ood_classes) >= 4
+    assert set(splits.ood_kind.values()) == {"near", "far"}
+    for imageset, per_class in ((splits.train, 4), (splits.test, 3), (splits.ood, 2)):
+        assert imageset.images.dtype == torch.uint8 and imageset.images.shape[1:] == (3, 32, 32)
+        assert imageset.labels.dtype == torch.long
+        assert set(imageset.counts().values()) == {per_class}
+        assert imageset.files is None
+    summary = splits.summary()
+    assert list(summary.columns) == ["split", "class", "kind", "images"]
+    assert summary["images"].sum() == 3 * 4 + 3 * 3 + 4 * 2
+    assert set(summary.loc[summary.split == "ood", "kind"]) == {"near", "far"}
+
+
+def test_synthetic_images_have_a_dark_field_of_view_border():
+    images = synthetic.generate_class("folds", 4, size=32).float()
+    corners = images[:, :, :3, :3].mean()
+    centre = images[:, :, 12:20, 12:20].mean()
+    assert corners < 10 < centre
+
+
+def test_generate_class_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown synthetic class"):
+        synthetic.generate_class("stomach", 2)
+
+
+def test_default_config_matches_the_required_counts():
+    assert synthetic.DEFAULT_CONFIG.n_train >= 600
+    assert synthetic.DEFAULT_CONFIG.n_test >= 200
+    assert synthetic.DEFAULT_CONFIG.n_ood >= 200
+
+
+def test_synthetic_rejects_folder_options():
+    with pytest.raises(ValueError, match="fixed classes"):
+        data.load("synthetic", id_classes=["folds"])
+
+
+# --------------------------------------------------------------------------- cache
+def test_cache_round_trip(tmp_path):
+    first = data.load(config=TINY, size=32)
+    files = list((tmp_path / "cache").glob("data-synthetic-*.pt"))
+    assert len(files) == 1
+    payload = torch.load(files[0], weights_only=True)
+    assert torch.equal(payload["train"]["images"], first.train.images)
+    second = data.load(config=TINY, size=32)
+    for key in ("train", "test", "ood"):
+        assert torch.equal(getattr(first, key).images, getattr(second, key).images)
+        assert torch.equal(getattr(first, key).labels, getattr(second, key).labels)
+    assert second.ood_kind == first.ood_kind and second.ood_classes == first.ood_classes
+    data.load(config=TINY, size=24)
+    assert len(list((tmp_path / "cache").glob("data-synthetic-*.pt"))) == 2
+
+
+def test_corrupt_cache_file_is_rebuilt(tmp_path):
+    data.load(config=TINY, size=32)
+    (path,) = (tmp_path / "cache").glob("data-synthetic-*.pt")
+    path.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
+        splits = data.load(config=TINY, size=32)
+    assert len(splits.train) == 12
+    assert torch.load(path, weights_only=True)["name"] == "synthetic"
+
+
+def test_cache_dir_honours_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "elsewhere"))
+    assert data.cache_dir() == tmp_path / "elsewhere" and data.cache_dir().is_dir()
+    monkeypatch.delenv("NERO_LITE_DATA", raising=False)
+    assert data.data_root() is None
+    monkeypatch.setenv("NERO_LITE_DATA", str(tmp_path))
+    assert data.data_root() == tmp_path
+
+
+# --------------------------------------------------------------------------- to_input, ImageSet
+def test_to_input_normalises_per_channel():
+    images = torch.stack([torch.zeros(3, 4, 4), torch.full((3, 4, 4), 255.0)]).to(torch.uint8)
+    x = data.to_input(images)
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    mean, std = torch.tensor(data.MEAN), torch.tensor(data.STD)
+    torch.testing.assert_close(x[0, :, 0, 0], -mean / std)
+    torch.testing.assert_close(x[1, :, 0, 0], (1 - mean) / std)
+    torch.testing.assert_close(data.to_input(images[0]), x[0])
+    with pytest.raises(TypeError, match="uint8"):
+        data.to_input(images.float())
+
+
+def test_imageset_subset_and_validation():
+    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2).contiguous()
+    imageset = data.ImageSet(images, torch.tensor([0, 1, 0, 1, 1]), ["a", "b"], [f"f{i}" for i in range(5)])
+    part = imageset.subset(imageset.labels == 1)
+    assert len(part) == 3 and part.files == ["f1", "f3", "f4"] and part.classes == ["a", "b"]
+    assert imageset.subset(slice(0, 2)).files == ["f0", "f1"]
+    assert imageset.subset([4, 0]).images[:, 0, 0, 0].tolist() == [4, 0]
+    assert imageset.counts() == {"a": 2, "b": 3}
+    with pytest.raises(ValueError, match="labels"):
+        data.ImageSet(images, torch.zeros(4), ["a"])
+    with pytest.raises(ValueError, match="uint8"):
+        data.ImageSet(images.float(), torch.zeros(5), ["a"])
+
+
+# --------------------------------------------------------------------------- folders
+def _write(path: Path, mode: str = "RGB", size=(40, 30), fmt: str | None = None, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(array.squeeze(-1) if channels == 1 else array, mode).save(path, format=fmt)
+
+
+def _make_tree(root: Path, counts: dict[str, int]) -> Path:
+    """A fake ImageFolder: PNG and JPEG files of varied sizes per class."""
+    for k, (name, count) in enumerate(counts.items()):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(count):
+            suffix = ".png" if i % 2 else ".jpg"
+            _write(folder / f"img{i}{suffix}", size=(40 + i, 30 + k), seed=100 * k + i)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """ID classes a (9 images), b and c (6 each); OOD classes x, y; a grayscale, an RGBA, a corrupt file."""
+    root = _make_tree(tmp_path / "tree", {"a": 9, "b": 6, "c": 6, "x": 3, "y": 2})
+    _write(root / "b" / "gray.png", mode="L")
+    _write(root / "x" / "rgba.png", mode="RGBA")
+    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (root / "a" / "notes.txt").write_text("not an image, ignored")
+    return root
+
+
+def test_folder_loader_reads_converts_and_warns(tree):
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\)") as record:
+        splits = data.load(tree, id_classes=["a", "b", "c"], size=24, cache=False)
+    assert len(record) == 1 and "broken.jpg" in str(record[0].message)
+    assert splits.name == "tree"
+    assert splits.id_classes == ["a", "b", "c"] and splits.ood_classes == ["x", "y"]
+    assert splits.ood_kind == {"x": "near", "y": "near"}
+    for imageset in (splits.train, splits.test, splits.ood):
+        assert imageset.images.dtype == torch.uint8 and imageset.images.shape[1:] == (3, 24, 24)
+    assert splits.ood.counts() == {"x": 4, "y": 2}
+    everything = splits.train.files + splits.test.files + splits.ood.files
+    assert any(f.endswith("gray.png") for f in everything) and any(f.endswith("rgba.png") for f in everything)
+    assert not any(f.endswith(("broken.jpg", "notes.txt")) for f in everything)
+
+
+def test_stratified_seeded_split(tree):
+    with pytest.warns(UserWarning):
+        first = data.load(tree, id_classes=["a", "b", "c"], ood_classes=["x"], size=16, cache=False, seed=0)
+    with pytest.warns(UserWarning):
+        other = data.load(tree, id_classes=["a", "b", "c"], ood_classes=["x"], size=16, cache=False, seed=1)
+    # a: 9 → 6/3; b: 7 (with gray.png) → 5/2; c: 6 readable → 4/2
+    assert first.train.counts() == {"a": 6, "b": 5, "c": 4}
+    assert first.test.counts() == {"a": 3, "b": 2, "c": 2}
+    assert other.train.counts() == first.train.counts()
+    assert not set(first.train.files) & set(first.test.files)
+    assert set(first.train.files) != set(other.train.files)
+    assert first.ood_classes == ["x"]
+
+
+def test_id_and_ood_subfolders_and_load_folders(tmp_path):
+    root = tmp_path / "mydata"
+    _make_tree(root / "id", {"p": 4, "q": 3})
+    _make_tree(root / "ood", {"z": 2})
+    splits = data.load(root, size=16, cache=False)
+    assert splits.id_classes == ["p", "q"] and splits.ood_classes == ["z"] and splits.name == "mydata"
+    assert len(splits.train) + len(splits.test) == 7
+    _make_tree(tmp_path / "test", {"q": 2})
+    splits = data.load_folders(root / "id", root / "ood", test_dir=tmp_path / "test", size=16, cache=False)
+    assert len(splits.train) == 7 and splits.test.counts() == {"p": 0, "q": 2}
+    assert splits.test.classes == ["p", "q"]
+
+
+def test_folder_loader_is_cached(tree, tmp_path):
+    with pytest.warns(UserWarning):
+        first = data.load(tree, id_classes=["a", "b", "c"], size=16)
+    second = data.load(tree, id_classes=["a", "b", "c"], size=16)  # from the cache: no warning, same tensors
+    assert torch.equal(first.train.images, second.train.images) and first.train.files == second.train.files
+    _write(tree / "a" / "new.png")  # the listing changed: read again
+    with pytest.warns(UserWarning):
+        third = data.load(tree, id_classes=["a", "b", "c"], size=16)
+    assert len(third.train) + len(third.test) == len(first.train) + len(first.test) + 1
+
+
+def test_clear_errors(tree, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="neither a known data set nor an existing folder|known data set"):
+        data.load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="data folder not found"):
+        data.load("hyperkvasir", root=tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="class folder 'nope' not found"):
+        data.load(tree, id_classes=["a", "nope"], cache=False)
+    (tree / "empty").mkdir()
+    with pytest.raises(ValueError, match="class 'empty' has no image files"):
+        data.load(tree, id_classes=["a", "empty"], cache=False)
+    (tree / "junk").mkdir()
+    (tree / "junk" / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no readable images"), pytest.warns(UserWarning):
+        data.load(tree, id_classes=["a", "b"], ood_classes=["junk"], cache=False)
+    with pytest.raises(ValueError, match="give id_classes"):
+        data.load(tree, cache=False)
+    with pytest.raises(ValueError, match="both ID and OOD"):
+        data.load(tree, id_classes=["a", "b"], ood_classes=["b"], cache=False)
+    monkeypatch.delenv("NERO_LITE_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="NERO_LITE_DATA"):
+        data.load("kvasir")
+    ids = _make_tree(tmp_path / "ids", {"a": 2, "b": 2})
+    tests = _make_tree(tmp_path / "tests", {"a": 1, "zz": 1})
+    with pytest.raises(ValueError, match="not among the training classes"):
+        data.load_folders(ids, ids, test_dir=tests, cache=False)
+
+
+# --------------------------------------------------------------------------- shortcut masking
+def test_mask_shortcut_zeroes_the_corner_only():
+    images = torch.full((2, 3, 20, 20), 200, dtype=torch.uint8)
+    masked = data.mask_shortcut(images, corner=0.3)
+    assert images.min() == 200  # input untouched
+    assert masked[:, :, 14:, :6].max() == 0
+    assert masked[:, :, :14, :].min() == 200 and masked[:, :, :, 6:].min() == 200
+    with_text = data.mask_shortcut(images, corner=0.3, text_margin=0.15)
+    assert with_text[:, :, :, :3].max() == 0 and with_text[:, :, :14, 3:].min() == 200
+    assert data.mask_shortcut(images[0]).shape == (3, 20, 20)
+
+
+def test_mask_corner_is_applied_to_every_split():
+    plain = data.load(config=TINY, size=40)
+    masked = data.load(config=TINY, size=40, mask_corner=True, mask_text=True)
+    corner = math.ceil(data.CORNER_FRACTION * 40)
+    margin = math.ceil(data.TEXT_MARGIN_FRACTION * 40)
+    for key in ("train", "test", "ood"):
+        before, after = getattr(plain, key).images, getattr(masked, key).images
+        assert after[:, :, 40 - corner :, :corner].max() == 0 and after[:, :, :, :margin].max() == 0
+        assert torch.equal(after[:, :, : 40 - corner, margin:], before[:, :, : 40 - corner, margin:])
+
+
+# --------------------------------------------------------------------------- real images
+@pytest.fixture(scope="module")
+def shared_data() -> Path:
+    """``NERO_LITE_DATA`` or ``../shared/data`` beside the repository; skip when it lacks HyperKvasir."""
+    value = os.environ.get("NERO_LITE_DATA")
+    root = Path(value) if value else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (root / "hyperkvasir-lowergi").is_dir():
+        pytest.skip(f"HyperKvasir subset not found under {root} (set NERO_LITE_DATA to the folder holding it)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hyperkvasir(shared_data) -> data.Splits:
+    """The shared HyperKvasir images at their native 160 px, found through NERO_LITE_DATA."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERO_LITE_DATA", str(shared_data))
+        return data.load("hyperkvasir", size=160, cache=False, progress=False)
+
+
+def test_hyperkvasir_loader(hyperkvasir, shared_data):
+    assert hyperkvasir.id_classes == ["cecum", "bbps-2-3", "bbps-0-1"]
+    assert hyperkvasir.ood_classes == ["polyps", "impacted-stool"]
+    assert hyperkvasir.ood_kind == {"polyps": "near", "impacted-stool": "near"}
+    folder = shared_data / "hyperkvasir-lowergi"
+    for name in hyperkvasir.id_classes:
+        total = len(list((folder / name).glob("*.jpg")))
+        train, test = hyperkvasir.train.counts()[name], hyperkvasir.test.counts()[name]
+        assert train + test == total and train == round(2 / 3 * total)
+    assert hyperkvasir.ood.counts() == {c: len(list((folder / c).glob("*.jpg"))) for c in hyperkvasir.ood_classes}
+    assert hyperkvasir.train.images.shape[1:] == (3, 160, 160)
+    assert all(Path(f).parent.parent == folder for f in hyperkvasir.ood.files)
+
+
+def test_corner_mask_covers_the_hyperkvasir_box(hyperkvasir):
+    images = torch.cat([hyperkvasir.train.images, hyperkvasir.test.images, hyperkvasir.ood.images])
+    dark = images.max(dim=1).values < 40
+    has_box = dark[:, 115:150, 15:40].float().mean(dim=(1, 2)) > 0.97
+    assert has_box.float().mean() > 0.8
+    side = math.ceil(data.CORNER_FRACTION * 160)
+    # just outside the mask, the box would show as a black band to the right of / above it
+    right = dark[has_box][:, 120:150, side : side + 2].float().mean(dim=(1, 2)) > 0.9
+    above = dark[has_box][:, 160 - side - 2 : 160 - side, 10:40].float().mean(dim=(1, 2)) > 0.9
+    assert (right | above).float().mean() < 0.05
+    masked = data.mask_shortcut(images[has_box])
+    assert masked[:, :, 160 - side :, :side].max() == 0
+
+
+# --------------------------------------------------------------------------- data_scripts (offline)
+def _script(name: str):
+    """Import a script of data_scripts/ as a module (they are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"data_scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_zip(path: Path, members: dict[str, tuple[int, int]]) -> Path:
+    """A zip with one small JPEG per member name, of the given (width, height)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for k, (name, size) in enumerate(members.items()):
+            buffer = io.BytesIO()
+            _write(buffer, size=size, fmt="JPEG", seed=k)
+            archive.writestr(name, buffer.getvalue())
+    return path
+
+
+def test_prepare_hyperkvasir_builds_the_shared_layout(tmp_path):
+    prepare = _script("prepare_hyperkvasir")
+    groups = {"cecum": "anatomical-landmarks", "polyps": "pathological-findings"}
+    members = {
+        f"labeled-images/lower-gi-tract/{groups.get(c, 'quality-of-mucosal-views')}/{c}/{c}-{i}.jpg": (200 + i, 170)
+        for c in prepare.CLASSES
+        for i in range(3)
+    }
+    members["labeled-images/upper-gi-tract/anatomical-landmarks/pylorus/p.jpg"] = (50, 40)
+    archive = _fake_zip(tmp_path / "hyper-kvasir-labeled-images.zip", members)
+    split = tmp_path / "2_fold_split.csv"
+    split.write_text("file-name;class-name;split-index\n" + "".join(f"cecum-{i}.jpg;cecum;{i % 2}\n" for i in range(3)))
+    dest = tmp_path / "data" / "hyperkvasir-lowergi"
+    assert prepare.main([str(archive), "--dest", str(dest), "--split-csv", str(split), "--per-class", "2"]) == 0
+    assert sorted(p.name for p in dest.iterdir() if p.is_dir()) == sorted(prepare.CLASSES)
+    image = Image.open(next((dest / "polyps").glob("*.jpg")))
+    assert image.size == (160, 160) and image.mode == "RGB"
+    lines = (dest / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "path,class,hyperkvasir_split_label,hyperkvasir_2fold_split_index" and len(lines) == 11
+    for line in lines[1:]:
+        path, name, label, index = line.split(",")
+        assert (dest / path).is_file() and path.startswith(name + "/")
+        expected = ("cecum", str(int(path[-5]) % 2)) if name == "cecum" else ("", "")
+        assert (label, index) == expected
+    splits = data.load("hyperkvasir", root=dest, size=16, cache=False)
+    assert splits.train.counts() == {"cecum": 1, "bbps-2-3": 1, "bbps-0-1": 1}
+
+
+def test_download_script_unpacks_and_verifies_counts_offline(tmp_path, capsys):
+    download = _script("download")
+    members = {f"kvasir-dataset-v2/{c}/{i}.jpg": (20, 16) for c in download.KVASIR_COUNTS for i in range(2)}
+    archive = _fake_zip(tmp_path / "kvasir.zip", members)
+    assert download.main(["kvasir", "--dest", str(tmp_path / "data"), "--archive", str(archive)]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert download.count_images(tmp_path / "data" / "kvasir-dataset-v2", ["polyps"]) == {"polyps": 2}
+    splits = data.load("kvasir", root=tmp_path / "data" / "kvasir-dataset-v2", size=16, cache=False)
+    assert splits.ood_kind["dyed-lifted-polyps"] == "far" and len(splits.ood_classes) == 5
+    assert sum(download.GASTROVISION_COUNTS.values()) == 8000 and len(download.GASTROVISION_COUNTS) == 27
+    gastro = data.DATASETS["gastrovision"]
+    assert len(gastro.id_classes) == 11 and set(gastro.id_classes) | set(gastro.ood_classes) == set(
+        download.GASTROVISION_COUNTS
+    )

@@ -1,0 +1,158 @@
+"""NERO: the detector equals the original procedure, re-implemented here step by step."""
+
+import numpy as np
+import pytest
+import torch
+
+from nero_lite import detectors
+from nero_lite.outputs import Outputs
+
+N, D, C = 300, 24, 3
+
+
+def random_outputs(n: int, seed: int, dtype=torch.float64) -> Outputs:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % C
+    head = torch.Generator().manual_seed(99)  # the same head for every call
+    centres = 2 * torch.randn(C, D, generator=head).abs()
+    weight = torch.randn(C, D, generator=head) + centres / 2
+    bias = torch.randn(C, generator=head)
+    features = (centres[labels] + torch.randn(n, D, generator=g)).relu()
+    features, weight, bias = (t.to(dtype) for t in (features, weight, bias))
+    return Outputs(features, features @ weight.T + bias, labels, weight, bias)
+
+
+def reference_nero(
+    train: Outputs,
+    test: Outputs,
+    pca_fraction: float = 2 / 3,
+    k: int = round(175 / 512 * D),
+    use_pca: bool = True,
+    use_bias_term: bool = True,
+    use_norm_factor: bool = True,
+) -> np.ndarray:
+    """NERO as described (papers.md, section 1), one sample at a time, in numpy float64."""
+    weight, bias = train.weight.numpy(), train.bias.numpy()
+    extended_weight = np.hstack([weight, bias[:, None]])  # the bias is neuron D+1 with activation 1
+
+    def relevance(a):
+        rows = []
+        for x in a:
+            contributions = np.append(x, 1.0)[None, :] * extended_weight  # (C, D+1)
+            z = contributions.sum(axis=1)
+            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            rows.append(sum(p[c] * contributions[c] / z[c] for c in range(C)))
+        return np.array(rows)  # (n, D+1): neuron relevances, then the bias relevance
+
+    def min_l1(points, centroids):
+        return np.array([min(np.abs(x - m).sum() for m in centroids) for x in points])
+
+    train_rel, test_rel = relevance(train.features.numpy()), relevance(test.features.numpy())
+    labels = train.labels.numpy()
+    if use_pca:
+        # PCA by SVD of the centred training relevance; the L1 distances do not depend on
+        # the signs of the components, so any SVD of the same data gives the same scores
+        mean = train_rel[:, :D].mean(axis=0)
+        _, _, vt = np.linalg.svd(train_rel[:, :D] - mean, full_matrices=False)
+        basis = vt[: int(pca_fraction * D)]
+        project = lambda r: (r[:, :D] - mean) @ basis.T  # noqa: E731
+    else:
+        project = lambda r: r[:, :D]  # noqa: E731
+    centroids = [project(train_rel)[labels == c].mean(axis=0) for c in range(C)]
+    raw_centroids = [train_rel[labels == c].mean(axis=0) for c in range(C)]
+    lam = min_l1(train_rel, raw_centroids).mean() / np.abs(train_rel[:, D]).mean()
+
+    scores = []
+    for x, r, p in zip(test.features.numpy(), test_rel, project(test_rel)):
+        s = min(np.abs(p - m).sum() for m in centroids)
+        if use_bias_term:
+            s += lam * abs(r[D])
+        if use_norm_factor:
+            lowest = np.argsort(r[:D])[:k]
+            s *= np.abs(x[lowest]).sum() / np.abs(x).sum()
+        scores.append(-s)
+    return np.array(scores)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Outputs, Outputs]:
+    return random_outputs(N, seed=0), random_outputs(100, seed=1)
+
+
+def test_defaults_reproduce_the_original_procedure(data):
+    train, test = data
+    nero = detectors.create("nero").fit(train)
+    assert nero.pca_.n_components_ == 16 and nero.k_ == 8  # floor(2/3 * 24), round(175/512 * 24)
+    expected = reference_nero(train, test)
+    np.testing.assert_allclose(nero.score(test).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(nero.score(train).numpy(), reference_nero(train, train), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"use_pca": False},
+        {"use_bias_term": False},
+        {"use_norm_factor": False},
+        {"use_bias_term": False, "use_norm_factor": False},
+    ],
+)
+def test_ablations_reproduce_the_procedure_without_the_term(data, flags):
+    train, test = data
+    scores = detectors.create("nero", **flags).fit(train).score(test)
+    np.testing.assert_allclose(scores.numpy(), reference_nero(train, test, **flags), rtol=1e-5)
+
+
+def test_fractions_set_pca_and_k(data):
+    train, test = data
+    nero = detectors.create("nero", pca_fraction=0.5, k_fraction=0.25).fit(train)
+    expected = reference_nero(train, test, pca_fraction=0.5, k=6)
+    np.testing.assert_allclose(nero.score(test).numpy(), expected, rtol=1e-5)
+
+
+def test_parts_compose_the_score(data):
+    train, test = data
+    nero = detectors.create("nero").fit(train)
+    relevance, bias_relevance = nero.relevance(test)
+    assert relevance.shape == (100, D) and bias_relevance.shape == (100,)
+    assert nero.project(test).shape == (100, 16) and nero.centroids_.shape == (C, 16)
+    assert nero.lambda_ > 0
+    torch.testing.assert_close(nero.bias_term(test), nero.lambda_ * bias_relevance.abs())
+    composed = -(nero.distance(test) + nero.bias_term(test)) * nero.norm_factor(test)
+    torch.testing.assert_close(nero.score(test), composed)
+
+
+def test_float32_input_stays_close_to_float64(data):
+    train, test = data
+    train32, test32 = random_outputs(N, seed=0, dtype=torch.float32), random_outputs(100, seed=1, dtype=torch.float32)
+    scores = detectors.create("nero").fit(train32).score(test32)
+    assert scores.dtype == torch.float32
+    np.testing.assert_allclose(scores.numpy(), reference_nero(train, test), rtol=1e-3)
+
+
+def test_kmeans_centroids(data):
+    train, _ = data
+    nero = detectors.create("nero", centroids_per_class=3).fit(train)
+    assert nero.centroids_.shape == (3 * C, 16)
+    assert nero.centroid_labels_.tolist() == [c for c in range(C) for _ in range(3)]
+    one = detectors.create("nero").fit(train)
+    # three k-means centres per class sit closer to the training relevance than one class mean
+    assert nero.distance(train).mean() < one.distance(train).mean()
+    with pytest.raises(ValueError, match="centroids_per_class"):
+        detectors.create("nero", centroids_per_class=1000).fit(train)
+
+
+def test_head_without_bias_has_no_bias_term(data):
+    train, test = data
+    no_bias = [Outputs(o.features, o.features @ o.weight.T, o.labels, o.weight, 0 * o.bias) for o in (train, test)]
+    nero = detectors.create("nero").fit(no_bias[0])
+    assert nero.lambda_ == 0.0
+    assert torch.isfinite(nero.score(no_bias[1])).all()
+
+
+def test_bad_fractions_are_rejected(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="pca_fraction"):
+        detectors.create("nero", pca_fraction=0.01).fit(train)
+    with pytest.raises(ValueError, match="k_fraction"):
+        detectors.create("nero", k_fraction=2.0).fit(train)
