@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import synthetic
 
@@ -68,7 +68,7 @@ __all__ = [
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
-DATA_VERSION = "1"  # bump when generation or loading changes, to invalidate caches
+DATA_VERSION = "2"  # bump when generation or loading changes, to invalidate caches
 
 #: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
 #: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
@@ -516,10 +516,10 @@ def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
 
 
 # --------------------------------------------------------------------------- loaders
-def _synthetic(size: int, seed: int, config: synthetic.SyntheticConfig) -> Splits:
+def _synthetic(size: int, seed: int, config: synthetic.SyntheticConfig, progress: bool) -> Splits:
     sets = {
         key: ImageSet(images, labels, list(synthetic.ID_CLASSES if key != "ood" else synthetic.OOD_CLASSES))
-        for key, (images, labels) in synthetic.generate(config, size=size, seed=seed).items()
+        for key, (images, labels) in synthetic.generate(config, size=size, seed=seed, progress=progress).items()
     }
     return Splits("synthetic", ood_kind=dict(synthetic.OOD_KIND), **sets)
 
@@ -606,7 +606,7 @@ def _dataset_folder(name: str, root: str | os.PathLike | None) -> Path:
 
 
 def load(
-    name_or_path: str | os.PathLike = "synthetic",
+    name_or_path: str | os.PathLike | None = None,
     *,
     size: int | None = None,
     seed: int = 0,
@@ -624,8 +624,9 @@ def load(
 
     Parameters
     ----------
-    name_or_path : str or path
-        ``"synthetic"`` (default), ``"hyperkvasir"``, ``"kvasir"``, ``"gastrovision"``,
+    name_or_path : str or path, optional
+        Default: the ``NERO_LITE_DATASET`` environment variable, else ``"synthetic"``.
+        ``"synthetic"``, ``"hyperkvasir"``, ``"kvasir"``, ``"gastrovision"``,
         or a folder: ImageFolder layout with ``id_classes`` given, or with ``id/`` and
         ``ood/`` sub-folders in ImageFolder layout.
     size : int, optional
@@ -636,7 +637,8 @@ def load(
         Folder of a named real data set (default ``$NERO_LITE_DATA/<subfolder>``).
     id_classes, ood_classes : list of str, optional
         Override the class split of a named data set, or choose it for a folder
-        (``ood_classes`` defaults to every other class folder).
+        (``ood_classes`` defaults to every other class folder). A folder's OOD
+        classes are marked ``"near"`` in :attr:`Splits.ood_kind`.
     train_fraction : float
         Fraction of each ID class used for training (real images).
     mask_corner, mask_text : bool
@@ -655,6 +657,8 @@ def load(
     -------
     Splits
     """
+    if name_or_path is None:
+        name_or_path = os.environ.get("NERO_LITE_DATASET", "synthetic")
     name = str(name_or_path)
     if name == "synthetic":
         if id_classes is not None or ood_classes is not None or root is not None:
@@ -662,7 +666,7 @@ def load(
         config = config or synthetic.DEFAULT_CONFIG
         size = size or 64
         key = {"config": dataclasses.asdict(config), "size": size, "seed": seed}
-        splits = _cached("synthetic", key, lambda: _synthetic(size, seed, config), cache)
+        splits = _cached("synthetic", key, lambda: _synthetic(size, seed, config, progress), cache)
         return _masked(splits, mask_corner, mask_text)
     if config is not None:
         raise ValueError("config= applies to the synthetic set only")

@@ -129,8 +129,13 @@ def projection_2d(
         ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, marker="x", color=palette[len(id_classes) + k], label=f"OOD: {name}")
     if centroids is not None:
         c = _numpy(centroids)[:, :2]
-        ax.scatter(c[:, 0], c[:, 1], s=250, marker="*", color="black", edgecolor="white", label="class centroids")
+        ax.scatter(c[:, 0], c[:, 1], s=120, marker="*", color="black", edgecolor="white", label="class centroids")
+    # a few extreme points (e.g. relevance where a logit is close to 0) would squash the
+    # rest: the view spans the central 98 % of the ID points, with a margin
+    low, high = np.percentile(id_points, [1, 99], axis=0)
+    margin = 0.5 * (high - low)
+    ax.set(xlim=(low[0] - margin[0], high[0] + margin[0]), ylim=(low[1] - margin[1], high[1] + margin[1]))
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

@@ -1,0 +1,51 @@
+"""The comparison loop and the benchmark, on small fabricated data."""
+
+import json
+
+import pytest
+import torch
+
+from nero_lite import bench, compare, detectors, models
+from nero_lite.data import ImageSet, Splits
+from nero_lite.outputs import Outputs
+
+
+def fake_outputs(n, labels, shift, seed):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.eye(3, 8)
+    features = torch.rand(n, 8, generator=g) + shift * torch.nn.functional.one_hot(labels.clamp(min=0), 8)
+    return Outputs(features=features, logits=features @ weight.T, labels=labels, weight=weight, bias=torch.zeros(3))
+
+
+def fake_splits():
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    train = ImageSet(images, torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    ood = ImageSet(torch.zeros(60, 3, 8, 8, dtype=torch.uint8), torch.arange(60) % 2, ["near1", "far1"])
+    return Splits("fake", train, train, ood, {"near1": "near", "far1": "far"})
+
+
+def test_compare_detectors_tabulates_every_detector_and_group():
+    labels = torch.arange(90) % 3
+    outputs = compare.ExtractedSplits(
+        train=fake_outputs(90, labels, 3.0, 0), test=fake_outputs(90, labels, 3.0, 1), ood=fake_outputs(60, torch.full((60,), -1), 0.0, 2)
+    )
+    names = ["msp", "energy", "knn", "nero"]
+    table, scores = compare.compare_detectors(outputs, fake_splits(), names, params={"knn": {"k": 5}}, progress=False)
+    assert set(table.detector) == set(names) and set(scores) == set(names)
+    assert set(table.ood_class) == {"near1", "far1", "near-OOD", "far-OOD", "all"}
+    # ID samples have a strong class feature, OOD samples none: every detector separates them
+    assert (table[table.ood_class == "all"].auroc > 0.9).all()
+    labelled, _ = compare.compare_detectors(outputs, fake_splits(), {"nero, no bias": detectors.create("nero", use_bias_term=False)}, progress=False)
+    assert set(labelled.detector) == {"nero, no bias"}
+
+
+def test_throughput_reports_a_ratio_against_the_forward_pass():
+    model = models.create_model("resnet18", 3, 32).eval()
+    images = ImageSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 3, ["a", "b", "c"])
+    train = models.extract(model, images, "cpu", progress=False)
+    nero = detectors.create("nero", pca_fraction=0.02).fit(train)  # 10 components from 16 samples
+    speed = bench.throughput(model, images, nero, torch.device("cpu"), batch_size=8, repeats=1)
+    assert speed["images"] == 16 and speed["forward_images_per_s"] > 0
+    assert speed["ratio_extract_nero_to_forward"] == pytest.approx(
+        speed["extract_nero_images_per_s"] / speed["forward_images_per_s"]
+    )
