@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -18,7 +18,7 @@ from ..data import ImageSet
 from .protocol import summarize
 from .transforms import GeometricTransforms, Transform
 
-__all__ = ["METHOD_LABELS", "class_examples", "transform_gallery", "auroc_curves", "layer_bars"]
+__all__ = ["METHOD_COLOURS", "METHOD_LABELS", "class_examples", "transform_gallery", "auroc_curves", "layer_bars"]
 
 #: How the figures and tables name the methods of :data:`~nero_lite.semisup.protocol.METHODS`.
 METHOD_LABELS = {
@@ -32,6 +32,14 @@ METHOD_LABELS = {
     "z3": "g on z3",
     "z4": "g on z4",
 }
+
+
+#: One colour per method, the same in every figure.
+METHOD_COLOURS = dict(zip(METHOD_LABELS, sns.color_palette("colorblind", len(METHOD_LABELS))))
+
+
+def _colour(method: str):
+    return METHOD_COLOURS.get(method, "grey")
 
 
 def _label(method: str) -> str:
@@ -110,8 +118,8 @@ def auroc_curves(
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
     else:
         fig = ax.figure
-    palette = sns.color_palette("colorblind", len(methods))
-    for i, (method, colour) in enumerate(zip(methods, palette)):
+    for i, method in enumerate(methods):
+        colour = _colour(method)
         rows = summary[summary["method"] == method].sort_values(x)
         # a small horizontal offset keeps overlapping error bars readable
         offset = 2 ** ((i - (len(methods) - 1) / 2) * 0.04) if log_x else 1.0
@@ -137,7 +145,7 @@ def layer_bars(
     """Bars of the AUROC (mean ± std over seeds) of each method, in the given order, with the values printed."""
     summary = summarize(results[results["method"].isin(methods)], by=["method"], metric=metric).reindex(list(methods))
     fig, ax = plt.subplots(figsize=(1.0 * len(methods) + 2, 3.6))
-    colours = sns.color_palette("colorblind", len(methods))
+    colours = [_colour(m) for m in methods]
     positions = np.arange(len(methods))
     ax.bar(positions, summary["mean"], yerr=summary["std"], capsize=4, color=colours)
     for p, (mean, std) in zip(positions, summary[["mean", "std"]].to_numpy()):
