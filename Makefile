@@ -19,7 +19,7 @@ versions: setup
 	@$(PY) -c "import nero_lite; print('stack:', ', '.join(f'{k} {v}' for k, v in nero_lite.versions().items()))"
 
 unit: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -p no:cacheprovider
 
 notebooks: setup
 	$(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider
