@@ -30,13 +30,7 @@ matplotlib.use("Agg")
 CLASSES = ["a", "b", "c"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # OpenMP threads spin against each other on a shared 2-core machine: one thread is ~40x faster here
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
