@@ -156,3 +156,12 @@ def test_bad_fractions_are_rejected(data):
         detectors.create("nero", pca_fraction=0.01).fit(train)
     with pytest.raises(ValueError, match="k_fraction"):
         detectors.create("nero", k_fraction=2.0).fit(train)
+
+
+def test_pca_keeps_at_most_one_component_per_training_sample(data):
+    """Fewer training samples than pca_fraction * D (a small real data set): PCA keeps N components."""
+    train, test = data
+    few = Outputs(train.features[:9], train.logits[:9], train.labels[:9], train.weight, train.bias)
+    nero = detectors.create("nero", pca_fraction=1.0).fit(few)
+    assert nero.pca_.n_components_ == min(9, train.features.shape[1])
+    assert torch.isfinite(nero.score(test)).all()

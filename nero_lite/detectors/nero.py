@@ -34,7 +34,9 @@ class NeroDetector(Detector):
     training outputs, as NERO's reference code does:
 
     * PCA (:class:`sklearn.decomposition.PCA`, exact SVD) of the training neuron
-      relevance, keeping :math:`\lfloor` ``pca_fraction`` :math:`\cdot D \rfloor` components;
+      relevance, keeping :math:`\lfloor` ``pca_fraction`` :math:`\cdot D \rfloor` components,
+      at most :math:`N` (the number of training samples: small real data sets such as
+      240 HyperKvasir images with :math:`D = 512` have no more directions to keep);
     * :math:`\mu_c`: the mean projected relevance of the training samples labelled
       :math:`c` (``centroids_per_class > 1``: that many :class:`~sklearn.cluster.KMeans`
       centres per class);
@@ -96,11 +98,10 @@ class NeroDetector(Detector):
         relevance, bias_relevance = self._relevance(train)
         self.pca_ = None
         if self.use_pca:
-            components = math.floor(self.pca_fraction * d)
-            if not 1 <= components <= min(n, d):
+            components = min(math.floor(self.pca_fraction * d), n)
+            if not 1 <= components <= d:
                 raise ValueError(
-                    f"pca_fraction={self.pca_fraction!r} keeps {components} components; "
-                    f"need between 1 and min(N, D) = {min(n, d)}"
+                    f"pca_fraction={self.pca_fraction!r} keeps {components} components; need between 1 and D = {d}"
                 )
             self.pca_ = PCA(n_components=components, svd_solver="full").fit(relevance.double().cpu().numpy())
         self.centroids_, self.centroid_labels_ = self._centroids(self._project(relevance), train.labels)
