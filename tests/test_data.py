@@ -314,6 +314,33 @@ def test_corner_mask_covers_the_hyperkvasir_box(hyperkvasir):
     assert masked[:, :, 160 - side :, :side].max() == 0
 
 
+def test_corner_region_is_the_masked_square():
+    images = torch.full((1, 3, 40, 40), 200, dtype=torch.uint8)
+    region = data.corner_region(40)
+    masked = data.mask_shortcut(images)
+    assert torch.equal(masked[0, 0] == 0, region)
+    assert region[-1, 0] and not region[0, -1] and not region[0, 0]
+
+
+def test_corner_box_present_on_drawn_boxes():
+    images = torch.full((4, 3, 64, 64), 150, dtype=torch.uint8)
+    images[1, :, 44:, :20] = 0  # a box like HyperKvasir's (rows 0.68-1, columns 0-0.31)
+    images[2] = data.mask_shortcut(images[2])  # the masked corner counts as a box too
+    images[3, :, 44:, :20] = 60  # dim, but not black
+    assert data.corner_box_present(images).tolist() == [False, True, True, False]
+    with pytest.raises(ValueError, match="uint8"):
+        data.corner_box_present(images.float())
+
+
+def test_corner_box_is_class_correlated_in_hyperkvasir(hyperkvasir):
+    """The shortcut the README warns about: the box is rarer in polyps than in every other class."""
+    box = {name: data.corner_box_present(hyperkvasir.ood.images[hyperkvasir.ood.labels == k]).float().mean()
+           for k, name in enumerate(hyperkvasir.ood_classes)}
+    routine = data.corner_box_present(torch.cat([hyperkvasir.train.images, hyperkvasir.test.images]))
+    assert 0.45 < box["polyps"] < 0.65
+    assert box["impacted-stool"] > 0.9 and routine.float().mean() > 0.95
+
+
 # --------------------------------------------------------------------------- data_scripts (offline)
 def _script(name: str):
     """Import a script of data_scripts/ as a module (they are not a package)."""

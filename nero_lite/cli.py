@@ -1,0 +1,198 @@
+"""Command line: score a user's own image folders with every detector.
+
+``python -m nero_lite score --train ID_TRAIN_DIR --id ID_TEST_DIR --ood OOD_DIR`` trains
+(or reuses from the cache) a classifier on the ImageFolder at ``--train``, extracts its
+outputs once, fits the detectors on the training outputs and scores the ID test and OOD
+images. It writes into ``--out``:
+
+``scores.csv``
+    One row per image and detector: ``file, set`` (``id``/``ood``) ``, ood_class,
+    detector, score, predicted`` — score higher = more in-distribution, ``predicted`` the
+    classifier's class.
+``metrics.json``
+    A list of ``{detector, ood_class, auroc, fpr95, aupr_in, aupr_out}`` (fractions in
+    [0, 1]); ``ood_class`` is ``"all"`` for the row pooling every OOD image.
+``metrics.md``
+    The same table in markdown.
+``run.json``
+    The options, image counts, ID test accuracy and the seconds of each phase.
+
+Bad input (a missing folder, a class folder without images, an ID test class missing
+from ``--train``, an unknown detector) ends with a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import detectors as _detectors
+from .compare import compare_detectors, extract_splits
+from .data import CORNER_FRACTION, TEXT_MARGIN_FRACTION, Splits, load_folders
+from .models import ARCHITECTURES, Recipe, accuracy, resolve_device, train_classifier
+
+__all__ = ["build_parser", "main", "read", "score"]
+
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+
+
+def _detector_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _detectors.available()]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown detector(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(_detectors.available())}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports bad usage as one line (``prog: error: ... (see --help)``) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m nero_lite`` argument parser (sub-command ``score``)."""
+    parser = _Parser(
+        prog="python -m nero_lite",
+        description="Explainable out-of-distribution detection on your own image folders.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    score = commands.add_parser(
+        "score",
+        help="train a classifier on ID folders, then score ID test and OOD images with every detector",
+        description=(
+            "Train (or reuse from the cache) a classifier on --train, extract its features and logits once, "
+            "fit the detectors on the training images and score --id and --ood. Folders are in ImageFolder "
+            "layout: one sub-folder per class, images inside. Writes scores.csv, metrics.json, metrics.md "
+            "and run.json into --out."
+        ),
+    )
+    score.add_argument("--train", required=True, type=Path, metavar="ID_TRAIN_DIR",
+                       help="in-distribution training images, one sub-folder per class")
+    score.add_argument("--id", required=True, type=Path, metavar="ID_TEST_DIR",
+                       help="in-distribution test images; each sub-folder must be a class of --train")
+    score.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
+                       help="out-of-distribution images, one sub-folder per kind (metrics are reported per sub-folder)")
+    score.add_argument("--arch", choices=ARCHITECTURES, default="resnet18",
+                       help="classifier trained from scratch: timm ResNet-18, or DeiT-Tiny on an 8×8 grid of patches (default: resnet18)")
+    score.add_argument("--size", type=_positive, default=128, help="images are center-cropped and resized to SIZE×SIZE pixels (default: 128)")
+    score.add_argument("--epochs", type=_positive, default=20, help="training epochs (default: 20)")
+    score.add_argument("--seed", type=int, default=0, help="seeds initialisation, batch order and augmentation (default: 0)")
+    score.add_argument("--mask-corner", action="store_true",
+                       help=f"black out the lower-left {round(100 * CORNER_FRACTION)}%% square of every image (HyperKvasir's box)")
+    score.add_argument("--mask-text", action="store_true",
+                       help=f"black out the left {round(100 * TEXT_MARGIN_FRACTION)}%% strip of every image (on-screen text)")
+    score.add_argument("--detectors", type=_detector_list, default=_detectors.available(), metavar="NAMES",
+                       help="comma-separated detectors, e.g. nero,msp,knn (default: all)")
+    score.add_argument("--out", type=Path, default=Path("results"), help="output folder, created if needed; its four files are overwritten (default: results)")
+    score.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    score.add_argument("--no-cache", action="store_true", help="neither reuse nor store images and trained weights")
+    return parser
+
+
+def _markdown(metrics: pd.DataFrame) -> str:
+    lines = ["| detector | ood_class | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for row in metrics.itertuples(index=False):
+        values = " | ".join(f"{getattr(row, m):.4f}" for m in METRICS)
+        lines.append(f"| {row.detector} | {row.ood_class} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def read(args: argparse.Namespace) -> Splits:
+    """The three folders of the ``score`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
+    return load_folders(
+        args.train, args.ood, test_dir=args.id, size=args.size, seed=args.seed,
+        mask_corner=args.mask_corner, mask_text=args.mask_text, cache=not args.no_cache,
+    )
+
+
+def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -> dict:
+    """Run the ``score`` command on images already read; returns what it wrote to ``run.json``."""
+    seconds = {"read": read_seconds}
+    device = resolve_device(args.device)
+    print(f"read {len(splits.train)} training, {len(splits.test)} ID test and {len(splits.ood)} OOD images "
+          f"({len(splits.id_classes)} ID classes, {len(splits.ood_classes)} OOD classes) on {device}", file=sys.stderr)
+
+    start = time.perf_counter()
+    model = train_classifier(splits.train, args.arch, Recipe(epochs=args.epochs), seed=args.seed,
+                             device=device, cache=not args.no_cache)
+    seconds["train"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    outputs = extract_splits(model, splits, device=device)
+    seconds["extract"] = time.perf_counter() - start
+    id_accuracy = accuracy(outputs.test)
+    print(f"ID test accuracy {id_accuracy:.1%}", file=sys.stderr)
+
+    start = time.perf_counter()
+    table, scores = compare_detectors(outputs, splits, args.detectors, model=model)
+    seconds["detectors"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    keep = table.ood_class.isin([*splits.ood_classes, "all"])
+    metrics = table.loc[keep, ["detector", "ood_class", *METRICS]].reset_index(drop=True)
+    metrics.to_json(args.out / "metrics.json", orient="records", indent=1)
+    (args.out / "metrics.md").write_text(_markdown(metrics))
+    id_files = [str(f) for f in splits.test.files]
+    ood_files = [str(f) for f in splits.ood.files]
+    id_predicted = [splits.id_classes[k] for k in outputs.test.predictions().cpu().tolist()]
+    ood_predicted = [splits.id_classes[k] for k in outputs.ood.predictions().cpu().tolist()]
+    ood_class = [splits.ood_classes[k] for k in splits.ood.labels.tolist()]
+    frames = []
+    for name, (id_scores, ood_scores) in scores.items():
+        frames.append(pd.DataFrame({"file": id_files, "set": "id", "ood_class": "", "detector": name,
+                                    "score": id_scores.numpy(), "predicted": id_predicted}))
+        frames.append(pd.DataFrame({"file": ood_files, "set": "ood", "ood_class": ood_class, "detector": name,
+                                    "score": ood_scores.numpy(), "predicted": ood_predicted}))
+    pd.concat(frames, ignore_index=True).to_csv(args.out / "scores.csv", index=False)
+    seconds["write"] = time.perf_counter() - start
+
+    run = {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
+        "device": str(device),
+        "images": {"train": len(splits.train), "id": len(splits.test), "ood": len(splits.ood)},
+        "classes": {"id": splits.id_classes, "ood": splits.ood_classes},
+        "id_accuracy": id_accuracy,
+        "model_from_cache": bool(getattr(model, "from_cache", False)),
+        "seconds": seconds,
+    }
+    (args.out / "run.json").write_text(json.dumps(run, indent=1))
+    print(_markdown(metrics[metrics.ood_class == "all"]), end="")
+    timing = ", ".join(f"{phase} {s:.1f} s" for phase, s in seconds.items())
+    print(f"wrote {args.out}/scores.csv, metrics.json, metrics.md, run.json ({timing})", file=sys.stderr)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m nero_lite``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option in ("train", "id", "ood"):
+        folder = getattr(args, option)
+        if not folder.is_dir():
+            parser.error(f"--{option}: folder not found: {folder}")
+    if args.arch == "vit" and args.size % max(args.size // 8, 2):
+        parser.error(f"--size: the vit needs a size divisible by {max(args.size // 8, 2)}, got {args.size}")
+    start = time.perf_counter()
+    try:
+        splits = read(args)
+    except (FileNotFoundError, ValueError) as error:  # bad folders or classes, as nero_lite.data reports them
+        parser.error(str(error).splitlines()[0])
+    score(args, splits, time.perf_counter() - start)
+    return 0

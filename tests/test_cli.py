@@ -1,0 +1,150 @@
+"""``python -m nero_lite score`` on a tiny fake ImageFolder tree, and data_scripts/split_for_cli.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nero_lite import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _draw(folder: Path, count: int, colour: tuple[int, int, int], seed: int) -> None:
+    """``count`` 24×24 PNGs: a class colour plus noise, so a small CNN can tell the classes apart."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = np.clip(np.array(colour) + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch) -> Path:
+    """train/ and id/ with three colour classes, ood/ with two; a private cache."""
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
+    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+    for k, (name, colour) in enumerate(colours.items()):
+        _draw(tmp_path / "train" / name, 12, colour, seed=k)
+        _draw(tmp_path / "id" / name, 4, colour, seed=10 + k)
+    _draw(tmp_path / "ood" / "grey", 5, (128, 128, 128), seed=20)
+    _draw(tmp_path / "ood" / "yellow", 5, (200, 200, 40), seed=21)
+    return tmp_path
+
+
+def _args(tree: Path, *extra: str) -> list[str]:
+    return ["score", "--train", str(tree / "train"), "--id", str(tree / "id"), "--ood", str(tree / "ood"),
+            "--size", "16", "--epochs", "2", "--out", str(tree / "out"), *extra]
+
+
+def test_score_writes_scores_metrics_and_run(tree, capsys):
+    assert cli.main(_args(tree, "--detectors", "msp,energy,nero,odin", "--mask-corner")) == 0
+    out = tree / "out"
+
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    assert list(scores.columns) == ["file", "set", "ood_class", "detector", "score", "predicted"]
+    assert set(scores.detector) == {"msp", "energy", "nero", "odin"}
+    per_detector = scores.groupby("detector").size()
+    assert (per_detector == 12 + 10).all()  # 12 ID test images, 10 OOD images
+    ids, oods = scores[scores.set == "id"], scores[scores.set == "ood"]
+    assert (ids.ood_class == "").all() and set(oods.ood_class) == {"grey", "yellow"}
+    assert set(scores.predicted) <= {"red", "green", "blue"}
+    assert all(Path(f).exists() for f in scores.file)
+    assert np.isfinite(scores.score).all()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {tuple(sorted(row)) for row in metrics} == {("aupr_in", "aupr_out", "auroc", "detector", "fpr95", "ood_class")}
+    assert {(row["detector"], row["ood_class"]) for row in metrics} == {
+        (d, c) for d in ("msp", "energy", "nero", "odin") for c in ("grey", "yellow", "all")
+    }
+    assert all(0.0 <= row[m] <= 1.0 for row in metrics for m in ("auroc", "fpr95", "aupr_in", "aupr_out"))
+
+    markdown = (out / "metrics.md").read_text().splitlines()
+    assert markdown[0].startswith("| detector | ood_class | auroc") and len(markdown) == 2 + len(metrics)
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["images"] == {"train": 36, "id": 12, "ood": 10}
+    assert run["options"]["mask_corner"] is True
+    assert set(run["seconds"]) == {"read", "train", "extract", "detectors", "write"}
+    assert "| all |" in capsys.readouterr().out
+
+
+def test_second_run_reuses_the_trained_model(tree):
+    cli.main(_args(tree, "--detectors", "msp"))
+    cli.main(_args(tree, "--detectors", "msp"))
+    assert json.loads((tree / "out" / "run.json").read_text())["model_from_cache"] is True
+
+
+def _error(tree: Path, argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_missing_folder_is_one_line_error(tree, capsys):
+    argv = _args(tree)
+    argv[argv.index("--ood") + 1] = str(tree / "nowhere")
+    assert "--ood: folder not found" in _error(tree, argv, capsys)
+
+
+def test_empty_class_is_one_line_error(tree, capsys):
+    (tree / "ood" / "empty").mkdir()
+    assert "'empty' has no image files" in _error(tree, _args(tree), capsys)
+
+
+def test_test_class_missing_from_train_is_one_line_error(tree, capsys):
+    _draw(tree / "id" / "purple", 3, (150, 40, 150), seed=30)
+    assert "['purple']" in _error(tree, _args(tree), capsys)
+
+
+def test_unknown_detector_and_missing_command(tree, capsys):
+    assert "unknown detector(s) foo" in _error(tree, _args(tree, "--detectors", "msp,foo"), capsys)
+    assert "required" in _error(tree, [], capsys)
+
+
+def test_help_documents_every_option():
+    text = subprocess.run([sys.executable, "-m", "nero_lite", "score", "--help"], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout
+    for option in ("--train", "--id", "--ood", "--arch", "--size", "--epochs", "--seed", "--mask-corner",
+                   "--mask-text", "--detectors", "--out", "--device", "--no-cache"):
+        assert option in text
+
+
+# --------------------------------------------------------------------------- data_scripts/split_for_cli.py
+def _split_script():
+    spec = importlib.util.spec_from_file_location("split_for_cli", ROOT / "data_scripts" / "split_for_cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_split_for_cli_links_a_seeded_stratified_split(tree):
+    source = tree / "train"
+    counts = _split_script().split(source, tree / "split", ["red", "green"], ["blue"], seed=1)
+    assert counts == {"train": {"red": 8, "green": 8}, "id": {"red": 4, "green": 4}, "ood": {"blue": 12}}
+    train = {p.name for p in (tree / "split" / "train" / "red").iterdir()}
+    test = {p.name for p in (tree / "split" / "id" / "red").iterdir()}
+    assert not train & test and len(train | test) == 12
+    link = next((tree / "split" / "ood" / "blue").iterdir())
+    assert link.is_symlink() and link.resolve().parent == (source / "blue").resolve()
+    again = _split_script().split(source, tree / "again", ["red", "green"], ["blue"], seed=1)
+    assert again == counts and {p.name for p in (tree / "again" / "train" / "red").iterdir()} == train
+
+
+def test_split_for_cli_refuses_bad_input(tree, capsys):
+    script = _split_script()
+    assert script.main([str(tree / "train"), str(tree / "x"), "--id", "red", "--ood", "nope"]) == 2
+    assert "class folder not found" in capsys.readouterr().err
+    assert script.main([str(tree / "train"), str(tree / "ood"), "--id", "red", "--ood", "blue"]) == 2
+    assert "not empty" in capsys.readouterr().err
