@@ -76,6 +76,7 @@ __all__ = [
     "plot_report",
     "randomize_head",
     "reference_images",
+    "region_share",
 ]
 
 LRP = "lrp"
@@ -571,6 +572,22 @@ def explain_cost(
     _synchronize(device)
     report = (time.perf_counter() - start) / len(pixels)
     return {"forward_s": forward, "report_s": report, "relative": report / forward}
+
+
+def region_share(heatmaps, region) -> np.ndarray:
+    r"""Share of each heatmap's absolute relevance that falls inside ``region``.
+
+    :math:`\sum_{p \in \text{region}} |h_p| \,/\, \sum_p |h_p|` for every map ``h``
+    of ``heatmaps`` (``…×H×W``); ``region`` is an ``H×W`` boolean mask (e.g.
+    :func:`nero_lite.data.corner_region`). A map that spreads its relevance evenly
+    scores the region's area fraction; a map drawn to the region scores more.
+    """
+    maps = np.abs(np.asarray(heatmaps, dtype=np.float64))
+    mask = np.asarray(region, dtype=bool)
+    if maps.shape[-2:] != mask.shape:
+        raise ValueError(f"heatmaps are {maps.shape[-2:]} but the region is {mask.shape}")
+    total = maps.sum(axis=(-2, -1))
+    return np.where(total > 0, (maps * mask).sum(axis=(-2, -1)) / np.where(total > 0, total, 1), 0.0)
 
 
 # -- figure ------------------------------------------------------------------------

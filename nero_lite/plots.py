@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix as _confusion_matrix
 from .data import ImageSet, Splits
 from .outputs import Outputs
 
-__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms"]
+__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms", "study_bars"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -137,5 +137,24 @@ def projection_2d(
     ax.set(xlim=(low[0] - margin[0], high[0] + margin[0]), ylim=(low[1] - margin[1], high[1] + margin[1]))
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def study_bars(summary: pd.DataFrame, ood_class: str = "all", metric: str = "AUROC") -> plt.Figure:
+    """Mean ± std of one metric per detector, one bar per masking setting, from :meth:`~nero_lite.study.Study.summary`."""
+    settings = list(dict.fromkeys(s for s, c, _ in summary.columns if c == ood_class))
+    detectors = list(summary.index)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(detectors) * len(settings) + 1.2))
+    height = 0.8 / len(settings)
+    for k, setting in enumerate(settings):
+        y = np.arange(len(detectors)) + (k - (len(settings) - 1) / 2) * height
+        ax.barh(y, summary[(setting, ood_class, "mean")], height, xerr=summary[(setting, ood_class, "std")].fillna(0),
+                label=setting, capsize=2)
+    ax.set_yticks(np.arange(len(detectors)), detectors)
+    ax.invert_yaxis()
+    ax.axvline(0.5 if metric.lower().startswith("auroc") else 1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel=f"{metric} (mean ± std over seeds)", title=f"OOD class: {ood_class}")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

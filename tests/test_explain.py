@@ -21,6 +21,7 @@ from nero_lite.explain import (
     fit_threshold,
     plot_report,
     randomize_head,
+    region_share,
 )
 from nero_lite.models import create_model, extract
 from nero_lite.relevance import output_relevance
@@ -248,3 +249,15 @@ def test_randomized_head_changes_the_explanation(resnet, images, train):
     for a, b in zip(original, changed):
         correlation = np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1]
         assert correlation < 0.9
+
+
+def test_region_share_of_hand_made_maps():
+    region = np.zeros((4, 4), dtype=bool)
+    region[2:, :2] = True
+    maps = np.ones((2, 4, 4))
+    maps[1, 2:, :2] = -7.0  # negative relevance counts by magnitude
+    share = region_share(maps, region)
+    assert share[0] == pytest.approx(4 / 16) and share[1] == pytest.approx(28 / 40)
+    assert region_share(np.zeros((4, 4)), region) == 0.0
+    with pytest.raises(ValueError, match="region"):
+        region_share(maps, region[:2])
