@@ -68,8 +68,11 @@ __all__ = [
     "generate_class",
 ]
 
+#: The in-distribution classes, in label order (normal anatomical landmarks).
 ID_CLASSES = ("folds", "pylorus", "z-line")
+#: The OOD classes (findings the classifier never sees during training).
 OOD_CLASSES = ("polyp", "ulcer", "inflamed", "dyed")
+#: ``"near"`` or ``"far"`` per OOD class.
 OOD_KIND = {"polyp": "near", "ulcer": "near", "inflamed": "near", "dyed": "far"}
 
 _CHUNK = 64  # images rendered at once: bounds memory, and small layers stay in the CPU cache
@@ -130,6 +133,7 @@ class SyntheticConfig:
     supersample: int = 2
 
 
+#: The difficulty the book's chapters use (see the module docstring for its measured effect).
 DEFAULT_CONFIG = SyntheticConfig()
 
 

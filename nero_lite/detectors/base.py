@@ -40,7 +40,7 @@ class Detector:
     scikit-learn conventions: ``__init__`` only stores the hyperparameters (the papers'
     defaults); ``fit(train)`` learns from in-distribution training outputs, stores what
     it learned in attributes ending with ``_`` and returns ``self``; scoring a detector
-    that needs fitting before ``fit`` raises :class:`NotFittedError`. Detectors that
+    that needs fitting before ``fit`` raises :class:`sklearn.exceptions.NotFittedError`. Detectors that
     need no fitting (``requires_fit = False``) accept ``fit`` and work without it.
 
     Inputs are :class:`~nero_lite.outputs.Outputs` records (numpy arrays are converted
@@ -104,7 +104,7 @@ class Detector:
 
 
 def check_outputs(outputs: Outputs, name: str) -> Outputs:
-    """Reject anything but a non-empty, finite :class:`Outputs` record."""
+    """Reject anything but a non-empty, finite :class:`~nero_lite.outputs.Outputs` record."""
     if not isinstance(outputs, Outputs):
         raise TypeError(f"{name} must be a nero_lite.outputs.Outputs record, got {type(outputs).__name__}")
     if len(outputs) == 0:

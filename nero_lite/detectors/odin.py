@@ -24,7 +24,7 @@ class OdinDetector(Detector):
         \qquad S_c(x; T) = \operatorname{softmax}(f(x) / T)_c
 
     with :math:`\hat y` the predicted class. The perturbation needs the model and the
-    images: :meth:`score_images`. :meth:`score` works on :class:`Outputs` alone and is
+    images: :meth:`score_images`. :meth:`~nero_lite.detectors.base.Detector.score` works on :class:`~nero_lite.outputs.Outputs` alone and is
     the temperature-scaled MSP *without* perturbation (ε = 0).
 
     As in the original code, a zero gradient counts as positive, and with ``norm_std``

@@ -10,9 +10,9 @@ Modules, one idea each:
 
 * :mod:`~nero_lite.semisup.transforms` — GEOM's geometric transforms, batched.
 * :mod:`~nero_lite.semisup.networks` — f (a wide ResNet), its feature taps, and g.
-* :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`SemisupConfig`.
+* :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`~nero_lite.semisup.detectors.SemisupConfig`.
 * :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
-* :mod:`~nero_lite.semisup.protocol` — :func:`run_protocol` and :func:`summarize`.
+* :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol` and :func:`~nero_lite.semisup.protocol.summarize`.
 
 A chapter's run::
 

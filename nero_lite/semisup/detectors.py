@@ -97,7 +97,7 @@ class SemisupConfig:
         adds as many outliers, drawn with replacement).
     n_train, n_test : int or None
         The protocol's cap on normal training images, and on test images per class
-        (:func:`~nero_lite.semisup.protocol.one_class_splits`); None uses all.
+        (:func:`~nero_lite.semisup.outliers.one_class_splits`); None uses all.
     """
 
     transforms: str = "shift"
