@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix as _confusion_matrix
 from .data import ImageSet, Splits
 from .outputs import Outputs
 
-__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms", "study_bars"]
+__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms", "study_bars", "show_images", "mean_maps"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -157,4 +157,34 @@ def study_bars(summary: pd.DataFrame, ood_class: str = "all", metric: str = "AUR
     ax.set(xlabel=f"{metric} (mean ± std over seeds)", title=f"OOD class: {ood_class}")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def show_images(images, titles: list[str] | None = None, columns: int = 6, size: float = 1.4) -> plt.Figure:
+    """uint8 images ``N×3×H×W`` in a grid, with optional titles."""
+    images = _numpy(images)
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + 0.2), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i].transpose(1, 2, 0))
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def mean_maps(maps: dict[str, np.ndarray], region=None, title: str = "mean |relevance|") -> plt.Figure:
+    """The mean absolute heatmap of each group (``name -> N×H×W``), on one colour scale; ``region`` outlined."""
+    means = {name: np.abs(_numpy(m)).mean(axis=0) for name, m in maps.items()}
+    top = max(float(m.max()) for m in means.values()) or 1.0
+    fig, axes = plt.subplots(1, len(means), figsize=(2.4 * len(means), 2.7), squeeze=False)
+    for ax, (name, mean) in zip(axes[0], means.items()):
+        shown = ax.imshow(mean, cmap="magma", vmin=0, vmax=top)
+        if region is not None:
+            ax.contour(_numpy(region).astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label=title)
     return fig

@@ -15,11 +15,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from . import data as _data
+from .metrics import auroc as _auroc
 from .compare import ExtractedSplits, compare_detectors, extract_splits
 from .models import Recipe, accuracy, train_classifier
 
@@ -99,6 +101,32 @@ class Study:
         order = [(s, c, stat) for s in settings for c in ood_classes for stat in ("mean", "std")]
         detectors = list(dict.fromkeys(table.detector))
         return wide.reindex(columns=pd.MultiIndex.from_tuples(order)).loc[detectors]
+
+    def split_auroc(self, ood_class: str, flag) -> pd.DataFrame:
+        """How far each detector's score separates flagged from unflagged images of one OOD class.
+
+        ``flag`` marks images of ``ood_class`` (bool, in their order in ``splits.ood``,
+        the same in every run), e.g. ``corner_box_present`` of the unmasked images. Per
+        run, the AUROC of the flagged images' scores against the others' (flagged =
+        the group expected to score higher); returned as mean and std over seeds per
+        detector and setting. 0.5: the score ignores what ``flag`` marks; towards 1: the
+        flagged images look more in-distribution.
+        """
+        flag = np.asarray(flag, dtype=bool)
+        rows = []
+        for run in self.runs:
+            k = run.splits.ood_classes.index(ood_class)
+            members = (run.splits.ood.labels == k).numpy()
+            if members.sum() != len(flag):
+                raise ValueError(f"flag has {len(flag)} entries but {ood_class!r} has {members.sum()} images")
+            if flag.all() or not flag.any():
+                raise ValueError("flag must mark some but not all images")
+            for name, (_, ood_scores) in run.scores.items():
+                scores = ood_scores.numpy()[members]
+                rows.append({"detector": name, "setting": run.setting, "seed": run.seed,
+                             "auroc": _auroc(scores[flag], scores[~flag])})
+        frame = pd.DataFrame(rows).groupby(["detector", "setting"], sort=False).auroc.agg(["mean", "std"])
+        return frame.unstack("setting").reorder_levels([1, 0], axis=1).sort_index(axis=1, level=0, ascending=False)
 
 
 def mean_std(summary: pd.DataFrame, percent: bool = True, digits: int = 1) -> pd.DataFrame:

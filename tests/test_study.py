@@ -1,0 +1,63 @@
+"""study.run_study on a tiny synthetic set: tables, summaries and the split AUROC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nero_lite import models, study
+from nero_lite.synthetic import SyntheticConfig
+
+TINY = SyntheticConfig(n_train=8, n_test=6, n_ood=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, one_torch_thread) -> study.Study:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERO_LITE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return study.run_study("synthetic", seeds=(0, 1), masks=(False, True), size=32,
+                               recipe=models.Recipe(epochs=1), detectors=["msp", "nero"], config=TINY, progress=False)
+
+
+def test_one_run_per_seed_and_setting(tiny_study):
+    assert [(r.setting, r.seed) for r in tiny_study.runs] == [
+        ("unmasked", 0), ("unmasked", 1), ("masked", 0), ("masked", 1)]
+    masked = tiny_study.run(seed=1, masked=True)
+    assert masked.splits.train.images[:, :, -11:, :11].max() == 0  # ceil(0.35 * 32) = 12 corner pixels
+    with pytest.raises(KeyError):
+        tiny_study.run(seed=5, masked=False)
+    assert len(tiny_study.accuracies()) == 4
+
+
+def test_summary_is_mean_and_std_over_seeds(tiny_study):
+    table = tiny_study.table
+    summary = tiny_study.summary("auroc")
+    assert list(summary.index) == ["msp", "nero"]
+    assert summary.columns[0] == ("unmasked", "polyp", "mean")
+    values = table[(table.detector == "nero") & (table.setting == "masked") & (table.ood_class == "all")].auroc
+    assert len(values) == 2
+    assert summary.loc["nero", ("masked", "all", "mean")] == pytest.approx(values.mean())
+    assert summary.loc["nero", ("masked", "all", "std")] == pytest.approx(values.std())
+    text = study.mean_std(summary)
+    assert text.loc["nero", ("masked", "all")] == f"{100 * values.mean():.1f} ± {100 * values.std():.1f}"
+
+
+def _pair_auroc(run, k, flag):
+    """AUROC by counting pairs: flagged score above unflagged score (ties count half)."""
+    scores = run.scores["msp"][1].numpy()[(run.splits.ood.labels == k).numpy()]
+    return np.mean([(a > b) + 0.5 * (a == b) for a in scores[flag] for b in scores[~flag]])
+
+
+def test_split_auroc_counts_pairs_per_run(tiny_study):
+    runs = [tiny_study.run(seed, masked=False) for seed in (0, 1)]
+    k = runs[0].splits.ood_classes.index("polyp")
+    flag = np.arange(int((runs[0].splits.ood.labels == k).sum())) % 2 == 0
+    gap = tiny_study.split_auroc("polyp", flag)
+    assert list(gap.index) == ["msp", "nero"] and set(gap.columns.get_level_values(0)) == {"unmasked", "masked"}
+    expected = [_pair_auroc(run, k, flag) for run in runs]
+    assert gap.loc["msp", ("unmasked", "mean")] == pytest.approx(np.mean(expected))
+    assert gap.loc["msp", ("unmasked", "std")] == pytest.approx(np.std(expected, ddof=1))
+    with pytest.raises(ValueError, match="entries"):
+        tiny_study.split_auroc("polyp", flag[:-1])
+    with pytest.raises(ValueError, match="some but not all"):
+        tiny_study.split_auroc("polyp", np.ones_like(flag))
