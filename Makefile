@@ -5,8 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CHECK_STAMP := $(VENV)/.installed-check
-# MathJax is served from the book itself (no CDN at read time): fetched once from the npm registry.
-MATHJAX_VERSION := 3.2.2
+# MathJax is served from the book itself (no CDN at read time): its files come from the
+# django-static-mathjax wheel on PyPI (MathJax 3.2.2, plain JavaScript; Django is not needed).
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -31,14 +31,11 @@ notebooks: setup
 
 test: versions unit notebooks
 
-$(MATHJAX):
-	@command -v npm >/dev/null || { echo "make book needs npm (Node.js) to fetch MathJax $(MATHJAX_VERSION) from the npm registry"; exit 1; }
-	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null \
-	  && tar xzf mathjax-$(MATHJAX_VERSION).tgz && cd $(CURDIR) && rm -rf book/_static/mathjax \
-	  && mkdir -p book/_static/mathjax && cd $$tmp/package/es5 \
-	  && cp -r tex-mml-chtml.js input output ui a11y adaptors $(CURDIR)/book/_static/mathjax/ \
-	  && rm -rf $$tmp
-	@echo "mathjax: $(MATHJAX_VERSION) in book/_static/mathjax"
+$(MATHJAX): $(STAMP)
+	@rm -rf book/_static/mathjax && mkdir -p book/_static/mathjax
+	@es5=$$($(PY) -c "import mathjax, pathlib; print(pathlib.Path(mathjax.__file__).parent / 'static/mathjax/es5')") \
+	  && cd $$es5 && cp -r tex-mml-chtml.js input output ui a11y adaptors $(CURDIR)/book/_static/mathjax/
+	@echo "mathjax: copied into book/_static/mathjax"
 
 mathjax: $(MATHJAX)
 

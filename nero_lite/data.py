@@ -67,7 +67,9 @@ __all__ = [
     "to_input",
 ]
 
+#: Per-channel mean subtracted by :func:`to_input` (ImageNet's RGB statistics, used by every model here).
 MEAN = (0.485, 0.456, 0.406)
+#: Per-channel standard deviation divided out by :func:`to_input` (ImageNet's).
 STD = (0.229, 0.224, 0.225)
 
 DATA_VERSION = "2"  # bump when generation or loading changes, to invalidate caches
@@ -670,7 +672,7 @@ def load(
     id_classes, ood_classes : list of str, optional
         Override the class split of a named data set, or choose it for a folder
         (``ood_classes`` defaults to every other class folder). A folder's OOD
-        classes are marked ``"near"`` in :attr:`Splits.ood_kind`.
+        classes are marked ``"near"`` in ``Splits.ood_kind``.
     train_fraction : float
         Fraction of each ID class used for training (real images).
     mask_corner, mask_text : bool
@@ -747,7 +749,7 @@ def load_folders(
         In-distribution images, one sub-folder per class.
     ood_dir : path
         OOD images, one sub-folder per class (or per kind of finding); all marked
-        ``"near"`` in :attr:`Splits.ood_kind`.
+        ``"near"`` in ``Splits.ood_kind``.
     test_dir : path, optional
         ID test images in the same layout; when given, all of ``id_dir`` is used for
         training, otherwise each ID class is split (``train_fraction``, seeded, stratified).
