@@ -9,7 +9,12 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.plots` — the figures the book shows.
 """
 
+import warnings
 from importlib import metadata
+
+# timm imports huggingface_hub, which imports tqdm.auto: in a notebook without ipywidgets
+# that warns "IProgress not found" on every import, although our bars are plain text.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 

@@ -148,3 +148,25 @@ def test_split_for_cli_refuses_bad_input(tree, capsys):
     assert "class folder not found" in capsys.readouterr().err
     assert script.main([str(tree / "train"), str(tree / "ood"), "--id", "red", "--ood", "blue"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_score_on_the_shared_hyperkvasir_folder(tmp_path, monkeypatch, capsys):
+    """The real images beside the repository (NERO_LITE_DATA), split with split_for_cli, at a tiny size."""
+    import os
+
+    value = os.environ.get("NERO_LITE_DATA")
+    root = Path(value) if value else ROOT.parent / "shared" / "data"
+    source = root / "hyperkvasir-lowergi"
+    if not source.is_dir():
+        pytest.skip(f"HyperKvasir subset not found under {root} (set NERO_LITE_DATA to the folder holding it)")
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
+    counts = _split_script().split(source, tmp_path / "hk", ["cecum", "bbps-2-3", "bbps-0-1"], ["polyps", "impacted-stool"])
+    assert cli.main(["score", "--train", str(tmp_path / "hk" / "train"), "--id", str(tmp_path / "hk" / "id"),
+                     "--ood", str(tmp_path / "hk" / "ood"), "--size", "32", "--epochs", "2", "--mask-corner",
+                     "--detectors", "msp,nero", "--out", str(tmp_path / "out")]) == 0
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["images"] == {"train": sum(counts["train"].values()), "id": sum(counts["id"].values()),
+                             "ood": sum(counts["ood"].values())}
+    assert run["classes"]["ood"] == ["impacted-stool", "polyps"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {m["ood_class"] for m in metrics} == {"polyps", "impacted-stool", "all"}
