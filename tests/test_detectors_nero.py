@@ -165,3 +165,20 @@ def test_pca_keeps_at_most_one_component_per_training_sample(data):
     nero = detectors.create("nero", pca_fraction=1.0).fit(few)
     assert nero.pca_.n_components_ == min(9, train.features.shape[1])
     assert torch.isfinite(nero.score(test)).all()
+
+
+def test_feature_centroid_is_nero_distance_on_features(data):
+    """Replacing the relevance by the features in NERO's distance-only score gives FeatureCentroidDetector."""
+    train, test = data
+    feature = detectors.FeatureCentroidDetector(pca_fraction=0.5).fit(train)
+    # a direct computation: SVD basis (the sign of a component does not change an L1 distance)
+    a, labels = train.features.double().numpy(), train.labels.numpy()
+    mean = a.mean(axis=0)
+    _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
+    basis = vt[: int(0.5 * a.shape[1])]
+    project = lambda x: (x - mean) @ basis.T  # noqa: E731
+    centroids = [project(a[labels == c]).mean(axis=0) for c in range(train.num_classes)]
+    expected = [-min(np.abs(z - m).sum() for m in centroids) for z in project(test.features.double().numpy())]
+    np.testing.assert_allclose(feature.score(test).numpy(), expected, rtol=1e-4, atol=1e-4)
+    l2 = detectors.FeatureCentroidDetector(pca_fraction=0.5, p=2).fit(train).score(test)
+    assert not torch.allclose(l2, feature.score(test))

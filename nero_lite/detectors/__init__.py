@@ -19,7 +19,7 @@ from .base import Detector, NotFittedError, Paper
 from .distance import KNNDetector, MahalanobisDetector, SHEDetector
 from .gradient import GradNormDetector
 from .logits import EnergyDetector, EntropyDetector, MaxLogitDetector, MSPDetector
-from .nero import NeroDetector
+from .nero import FeatureCentroidDetector, NeroDetector
 from .odin import OdinDetector
 from .shaping import ASHDetector, ReActDetector
 from .subspace import NecoDetector, ViMDetector
@@ -29,6 +29,7 @@ __all__ = [
     "Detector",
     "EnergyDetector",
     "EntropyDetector",
+    "FeatureCentroidDetector",
     "GradNormDetector",
     "KNNDetector",
     "MSPDetector",

@@ -13,7 +13,7 @@ from ..outputs import Outputs
 from ..relevance import Target, head_relevance
 from .base import Detector, Paper, class_means, labelled
 
-__all__ = ["NeroDetector"]
+__all__ = ["FeatureCentroidDetector", "NeroDetector"]
 
 
 class NeroDetector(Detector):
@@ -185,3 +185,45 @@ class NeroDetector(Detector):
         lowest = relevance.topk(self.k_, dim=1, largest=False).indices
         total = features.abs().sum(dim=1).clamp_min(torch.finfo(features.dtype).tiny)
         return features.gather(1, lowest).abs().sum(dim=1) / total
+
+
+class FeatureCentroidDetector(Detector):
+    r"""NERO's centroid distance measured on the features instead of their relevance (an ablation).
+
+    .. math::
+
+        S(x) = -\min_c \big\lVert \operatorname{PCA}(a) - \mu_c \big\rVert_p
+
+    with :math:`a` the head inputs (penultimate features), the PCA fitted on the training
+    features keeping :math:`\lfloor` ``pca_fraction`` :math:`\cdot D \rfloor` components (at
+    most :math:`N`), and :math:`\mu_c` the mean projected feature of training class
+    :math:`c`. With ``p=1`` and the same ``pca_fraction`` it is
+    ``NeroDetector(use_bias_term=False, use_norm_factor=False)`` with :math:`R(x)` replaced by
+    :math:`a`: the book's check of whether *relevance* adds anything over the features it
+    is computed from. Not in the registry (not a published method).
+    """
+
+    name = "feature_centroid"
+    paper = NeroDetector.paper
+    requires_fit = True
+
+    def __init__(self, pca_fraction: float = 2 / 3, p: float = 1.0):
+        self.pca_fraction = pca_fraction
+        self.p = p
+
+    def _fit(self, train: Outputs) -> None:
+        train = labelled(train)
+        n, d = train.features.shape
+        components = min(math.floor(self.pca_fraction * d), n)
+        if not 1 <= components <= d:
+            raise ValueError(f"pca_fraction={self.pca_fraction!r} keeps {components} components; need between 1 and D = {d}")
+        self.pca_ = PCA(n_components=components, svd_solver="full").fit(train.features.double().cpu().numpy())
+        self.centroids_ = class_means(self._project(train.features), train.labels, train.num_classes)
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        mean, components = (torch.as_tensor(v).to(features) for v in (self.pca_.mean_, self.pca_.components_))
+        return (features - mean) @ components.T
+
+    def _score(self, outputs: Outputs) -> torch.Tensor:
+        projected = self._project(outputs.features)
+        return -torch.cdist(projected, self.centroids_.to(projected), p=self.p).amin(dim=1)
