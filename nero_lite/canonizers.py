@@ -56,7 +56,17 @@ def _add(sum_module: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return sum_module(torch.stack([a, b], dim=-1))
 
 
-class TimmBasicBlockCanonizer(AttributeCanonizer):
+class _MethodCanonizer(AttributeCanonizer):
+    """An ``AttributeCanonizer`` whose attribute map is the subclass's ``_attribute_map`` classmethod."""
+
+    def __init__(self):
+        super().__init__(self._attribute_map)
+
+    def copy(self) -> _MethodCanonizer:
+        return type(self)()
+
+
+class TimmBasicBlockCanonizer(_MethodCanonizer):
     r"""Routes the residual addition of timm's ``BasicBlock`` through a :class:`zennit.layer.Sum`.
 
     With :math:`y = f(x) + s(x)` and the ``Norm`` rule on the ``Sum``, the relevance
@@ -65,12 +75,6 @@ class TimmBasicBlockCanonizer(AttributeCanonizer):
     :math:`R_f + R_s = R_y` (Bach et al., PLOS ONE 2015). The in-place ``x += shortcut``
     of timm would instead give both branches the full :math:`R_y`.
     """
-
-    def __init__(self):
-        super().__init__(self._attribute_map)
-
-    def copy(self) -> TimmBasicBlockCanonizer:
-        return TimmBasicBlockCanonizer()
 
     @classmethod
     def _attribute_map(cls, name: str, module: nn.Module) -> dict | None:
@@ -141,7 +145,7 @@ def resnet_composite(epsilon: float = 1e-6) -> SpecialFirstLayerMapComposite:
     return SpecialFirstLayerMapComposite(layer_map, [(Linear, Flat())], canonizers=[TimmResNetCanonizer()])
 
 
-class _ConstantStdLayerNorm(AttributeCanonizer):
+class _ConstantStdLayerNorm(_MethodCanonizer):
     r"""LayerNorm with its standard deviation held constant in the backward pass.
 
     :math:`y = \gamma \odot (x - \bar x)/\sigma + \beta` keeps its forward value, but
@@ -150,12 +154,6 @@ class _ConstantStdLayerNorm(AttributeCanonizer):
     only :math:`\beta` absorbs a share (the LN rule of Ali et al., ICML 2022; AttnLRP's
     identity rule on the normalisation, Achtibat et al., ICML 2024).
     """
-
-    def __init__(self):
-        super().__init__(self._attribute_map)
-
-    def copy(self) -> _ConstantStdLayerNorm:
-        return _ConstantStdLayerNorm()
 
     @classmethod
     def _attribute_map(cls, name: str, module: nn.Module) -> dict | None:
@@ -176,7 +174,7 @@ class _ConstantStdLayerNorm(AttributeCanonizer):
         return y
 
 
-class _ConstantAttentionBlock(AttributeCanonizer):
+class _ConstantAttentionBlock(_MethodCanonizer):
     r"""timm ViT ``Block`` and ``Attention`` with constant attention probabilities and ``Sum`` residuals.
 
     The attention probabilities :math:`A = \operatorname{softmax}(q k^\top/\sqrt{d})` are
@@ -185,12 +183,6 @@ class _ConstantAttentionBlock(AttributeCanonizer):
     each row of :math:`A` sums to one. The two residual additions of each block go
     through ``Sum`` modules (see :class:`TimmBasicBlockCanonizer`).
     """
-
-    def __init__(self):
-        super().__init__(self._attribute_map)
-
-    def copy(self) -> _ConstantAttentionBlock:
-        return _ConstantAttentionBlock()
 
     @classmethod
     def _attribute_map(cls, name: str, module: nn.Module) -> dict | None:

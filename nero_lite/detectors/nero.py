@@ -16,6 +16,21 @@ from .base import Detector, Paper, class_means, labelled
 __all__ = ["FeatureCentroidDetector", "NeroDetector"]
 
 
+def _fit_pca(x: torch.Tensor, fraction: float) -> PCA:
+    """Exact PCA of the rows of ``x`` (N, D) keeping ``floor(fraction * D)`` components, at most N."""
+    n, d = x.shape
+    components = min(math.floor(fraction * d), n)
+    if not 1 <= components <= d:
+        raise ValueError(f"pca_fraction={fraction!r} keeps {components} components; need between 1 and D = {d}")
+    return PCA(n_components=components, svd_solver="full").fit(x.double().cpu().numpy())
+
+
+def _pca_project(pca: PCA, x: torch.Tensor) -> torch.Tensor:
+    """``x`` projected on the kept components of ``pca``, on the device and in the dtype of ``x``."""
+    mean, components = (torch.as_tensor(v).to(x) for v in (pca.mean_, pca.components_))
+    return (x - mean) @ components.T
+
+
 class NeroDetector(Detector):
     r"""NERO: neuron-level relevance distance, plus a bias term, times a feature-norm factor.
 
@@ -91,19 +106,12 @@ class NeroDetector(Detector):
 
     def _fit(self, train: Outputs) -> None:
         train = labelled(train)
-        n, d = train.features.shape
+        d = train.features.shape[1]
         self.k_ = round(self.k_fraction * d)
         if not 1 <= self.k_ <= d:
             raise ValueError(f"k_fraction={self.k_fraction!r} gives k={self.k_} neurons; need 1 <= k <= D={d}")
         relevance, bias_relevance = self._relevance(train)
-        self.pca_ = None
-        if self.use_pca:
-            components = min(math.floor(self.pca_fraction * d), n)
-            if not 1 <= components <= d:
-                raise ValueError(
-                    f"pca_fraction={self.pca_fraction!r} keeps {components} components; need between 1 and D = {d}"
-                )
-            self.pca_ = PCA(n_components=components, svd_solver="full").fit(relevance.double().cpu().numpy())
+        self.pca_ = _fit_pca(relevance, self.pca_fraction) if self.use_pca else None
         self.centroids_, self.centroid_labels_ = self._centroids(self._project(relevance), train.labels)
         raw = torch.cat([relevance, bias_relevance.unsqueeze(1)], dim=1)
         raw_centroids, _ = self._centroids(raw, train.labels)
@@ -173,10 +181,7 @@ class NeroDetector(Detector):
         )
 
     def _project(self, relevance: torch.Tensor) -> torch.Tensor:
-        if self.pca_ is None:
-            return relevance
-        mean, components = (torch.as_tensor(v).to(relevance) for v in (self.pca_.mean_, self.pca_.components_))
-        return (relevance - mean) @ components.T
+        return relevance if self.pca_ is None else _pca_project(self.pca_, relevance)
 
     def _distance(self, projected: torch.Tensor) -> torch.Tensor:
         return torch.cdist(projected, self.centroids_.to(projected), p=1).amin(dim=1)
@@ -213,17 +218,9 @@ class FeatureCentroidDetector(Detector):
 
     def _fit(self, train: Outputs) -> None:
         train = labelled(train)
-        n, d = train.features.shape
-        components = min(math.floor(self.pca_fraction * d), n)
-        if not 1 <= components <= d:
-            raise ValueError(f"pca_fraction={self.pca_fraction!r} keeps {components} components; need between 1 and D = {d}")
-        self.pca_ = PCA(n_components=components, svd_solver="full").fit(train.features.double().cpu().numpy())
-        self.centroids_ = class_means(self._project(train.features), train.labels, train.num_classes)
-
-    def _project(self, features: torch.Tensor) -> torch.Tensor:
-        mean, components = (torch.as_tensor(v).to(features) for v in (self.pca_.mean_, self.pca_.components_))
-        return (features - mean) @ components.T
+        self.pca_ = _fit_pca(train.features, self.pca_fraction)
+        self.centroids_ = class_means(_pca_project(self.pca_, train.features), train.labels, train.num_classes)
 
     def _score(self, outputs: Outputs) -> torch.Tensor:
-        projected = self._project(outputs.features)
+        projected = _pca_project(self.pca_, outputs.features)
         return -torch.cdist(projected, self.centroids_.to(projected), p=self.p).amin(dim=1)
