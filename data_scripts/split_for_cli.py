@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from nero_lite.data import IMAGE_EXTENSIONS  # the files the CLI will read
 
 
 def images_of(folder: Path) -> list[Path]:
