@@ -89,6 +89,10 @@ class Outputs:
         """A copy with every tensor on ``device``."""
         return Outputs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def detach(self) -> "Outputs":
+        """A copy whose tensors are cut from the autograd graph."""
+        return Outputs(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
     def subset(self, index) -> "Outputs":
         """The samples selected by ``index`` (a boolean mask or integer indices)."""
         return Outputs(

@@ -88,15 +88,16 @@ def test_defaults_reproduce_the_original_procedure(data):
     np.testing.assert_allclose(nero.score(train).numpy(), reference_nero(train, train), rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [
-        {"use_pca": False},
-        {"use_bias_term": False},
-        {"use_norm_factor": False},
-        {"use_bias_term": False, "use_norm_factor": False},
-    ],
-)
+#: The ablation switches of NeroDetector, one or two at a time.
+ABLATIONS = [
+    {"use_pca": False},
+    {"use_bias_term": False},
+    {"use_norm_factor": False},
+    {"use_bias_term": False, "use_norm_factor": False},
+]
+
+
+@pytest.mark.parametrize("flags", ABLATIONS)
 def test_ablations_reproduce_the_procedure_without_the_term(data, flags):
     train, test = data
     scores = detectors.create("nero", **flags).fit(train).score(test)
@@ -182,3 +183,120 @@ def test_feature_centroid_is_nero_distance_on_features(data):
     np.testing.assert_allclose(feature.score(test).numpy(), expected, rtol=1e-4, atol=1e-4)
     l2 = detectors.FeatureCentroidDetector(pca_fraction=0.5, p=2).fit(train).score(test)
     assert not torch.allclose(l2, feature.score(test))
+
+
+# -- the decomposition of the score ----------------------------------------------------
+
+
+def hand_made_detector() -> tuple[detectors.NeroDetector, Outputs]:
+    """A 3-neuron NERO whose fitted state is set by hand, and one sample with relevance (1, 3, 2) / 7.
+
+    The head has two identical classes, weights (1, 1, 1) and bias 1: for features a = (1, 3, 2)
+    both logits are 7, the softmax is (1/2, 1/2), so R_j = a_j / 7 and R_b = 1/7.
+    PCA: mean 0, components (1, 1, 0)/sqrt(2) and (0, 0, 1); centroids r_0 = (0.1, 0.2, 0.1)
+    and r_1 = (0.5, 0.5, 0.5) of classes 0 and 1 (mu_c = P r_c); lambda = 2; k = 1.
+    """
+    weight, bias = torch.ones(2, 3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    features = torch.tensor([[1.0, 3.0, 2.0]], dtype=torch.float64)
+    sample = Outputs(features, features @ weight.T + bias, None, weight, bias)
+    g = torch.Generator().manual_seed(0)
+    train_features = torch.rand(20, 3, generator=g, dtype=torch.float64)
+    train = Outputs(train_features, train_features @ weight.T + bias, torch.arange(20) % 2, weight, bias)
+    nero = detectors.create("nero", k_fraction=1 / 3).fit(train)
+    components = np.array([[1, 1, 0], [0, 0, np.sqrt(2)]]) / np.sqrt(2)
+    nero.pca_.mean_, nero.pca_.components_ = np.zeros(3), components
+    nero.references_ = torch.tensor([[0.1, 0.2, 0.1], [0.5, 0.5, 0.5]], dtype=torch.float64)
+    nero.centroids_ = nero.references_ @ torch.from_numpy(components).T
+    nero.centroid_labels_ = torch.tensor([0, 1])
+    nero.lambda_ = 2.0
+    return nero, sample
+
+
+def test_decomposition_of_a_hand_computed_case():
+    nero, sample = hand_made_detector()
+    parts = nero.decompose(sample)
+    # Delta = R - r_0 = (3, 16, 13) / 70; P Delta = (19 / (70 sqrt 2), 13 / 70), both positive, so
+    # c = Delta * P^T sign(P Delta) = Delta * (1/sqrt 2, 1/sqrt 2, 1); r_1 is farther: |P(R - r_1)|_1 = 0.517
+    root = np.sqrt(2)
+    np.testing.assert_allclose(parts.deviation[0].numpy(), [3 / 70, 16 / 70, 13 / 70])
+    np.testing.assert_allclose(parts.neurons[0].numpy(), [3 / (70 * root), 16 / (70 * root), 13 / 70])
+    assert parts.nearest.tolist() == [0] and parts.centroid.tolist() == [0]
+    distance = 19 / (70 * root) + 13 / 70
+    assert float(parts.distance[0]) == pytest.approx(distance)
+    assert float(parts.bias[0]) == pytest.approx(2 / 7)  # lambda |R_b|
+    assert float(parts.factor[0]) == pytest.approx(1 / 6)  # k = 1: neuron 0 (R = 1/7) holds |a_0| / |a|_1
+    assert float(parts.score[0]) == pytest.approx(-(distance + 2 / 7) / 6)
+    assert float(nero.score(sample)[0]) == pytest.approx(-(distance + 2 / 7) / 6)
+    labels, nearest_distance = nero.nearest(sample)
+    assert labels.tolist() == [0] and float(nearest_distance[0]) == pytest.approx(distance)
+
+
+def test_a_deviation_the_pca_discards_contributes_nothing():
+    nero, sample = hand_made_detector()
+    # move the sample along the null space of P, (1, -1, 0): the deviation grows, the distance does not
+    shifted = Outputs(sample.features, sample.logits, None, sample.weight, sample.bias)
+    base = nero.decompose(shifted)
+    nero.references_ = nero.references_ + torch.tensor([[0.3, -0.3, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    moved = nero.decompose(shifted)
+    assert float(moved.distance[0]) == pytest.approx(float(base.distance[0]))
+    assert float(moved.deviation[0].abs().max()) > float(base.deviation[0].abs().max()) + 0.2
+    # the two neurons along the discarded direction swap contribution but still sum to the same
+    assert float(moved.neurons[0, :2].sum()) == pytest.approx(float(base.neurons[0, :2].sum()))
+
+
+@pytest.mark.parametrize(
+    "flags", [{}, *ABLATIONS, {"centroids_per_class": 3}, {"pca_fraction": 0.25, "target": "predicted"}]
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_decomposition_recomposes_the_score(flags, dtype):
+    train, test = random_outputs(N, seed=0, dtype=dtype), random_outputs(100, seed=1, dtype=dtype)
+    nero = detectors.create("nero", **flags).fit(train)
+    parts = nero.decompose(test)
+    assert parts.neurons.shape == (100, D) and parts.neurons.dtype == dtype
+    recomposed = -(parts.neurons.sum(1) + parts.bias) * parts.factor
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(recomposed, nero.score(test), **tolerance)
+    torch.testing.assert_close(parts.distance, nero.distance(test), **tolerance)
+    if not nero.use_bias_term:
+        assert torch.all(parts.bias == 0)
+    if not nero.use_norm_factor:
+        assert torch.all(parts.factor == 1)
+    if not nero.use_pca:
+        torch.testing.assert_close(parts.neurons, parts.deviation.abs())
+    else:
+        # neurons can pull a sample towards its centroid: some contributions are negative
+        assert (parts.neurons < 0).any()
+    labels, distance = nero.nearest(test)
+    torch.testing.assert_close(labels, parts.nearest)
+    torch.testing.assert_close(distance, parts.distance, **tolerance)
+
+
+def test_references_are_the_class_mean_relevance(data):
+    train, _ = data
+    nero = detectors.create("nero").fit(train)
+    relevance = nero.relevance(train)[0]
+    means = torch.stack([relevance[train.labels == c].mean(0) for c in range(C)])
+    torch.testing.assert_close(nero.references_, means)
+    # with k-means centroids each reference still projects onto its centroid
+    nero = detectors.create("nero", centroids_per_class=2).fit(train)
+    mean, components = (torch.as_tensor(v) for v in (nero.pca_.mean_, nero.pca_.components_))
+    torch.testing.assert_close((nero.references_ - mean) @ components.T, nero.centroids_)
+
+
+def test_decomposition_is_differentiable(data):
+    train, test = data
+    nero = detectors.create("nero").fit(train)
+    features = test.features.clone().requires_grad_(True)
+    outputs = Outputs(features, features @ test.weight.T + test.bias, None, test.weight, test.bias)
+    (gradient,) = torch.autograd.grad(nero.decompose(outputs).outlier_score.sum(), features)
+    # finite differences along a random direction agree with the gradient (the direction leaves the
+    # features that are 0 alone: |a| has a kink there)
+    direction = torch.randn(features.shape, generator=torch.Generator().manual_seed(3), dtype=features.dtype)
+    direction = direction * (test.features != 0)
+    step = 1e-6
+
+    def outlier(a):
+        return -nero.score(Outputs(a, a @ test.weight.T + test.bias, None, test.weight, test.bias))
+
+    finite = (outlier(test.features + step * direction) - outlier(test.features - step * direction)) / (2 * step)
+    torch.testing.assert_close((gradient * direction).sum(1), finite, rtol=1e-4, atol=1e-6)

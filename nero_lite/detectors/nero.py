@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from ..outputs import Outputs
 from ..relevance import Target, head_relevance
 from .base import Detector, Paper, class_means, labelled
 
-__all__ = ["FeatureCentroidDetector", "NeroDetector"]
+__all__ = ["Decomposition", "FeatureCentroidDetector", "NeroDetector"]
 
 
 def _fit_pca(x: torch.Tensor, fraction: float) -> PCA:
@@ -29,6 +30,54 @@ def _pca_project(pca: PCA, x: torch.Tensor) -> torch.Tensor:
     """``x`` projected on the kept components of ``pca``, on the device and in the dtype of ``x``."""
     mean, components = (torch.as_tensor(v).to(x) for v in (pca.mean_, pca.components_))
     return (x - mean) @ components.T
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    r"""NERO's outlier score of N samples taken apart: :math:`S(x) = \big(\sum_j c_j + \lambda |R_b|\big)\, f(x)`.
+
+    Returned by :meth:`NeroDetector.decompose`; every tensor has N rows.
+
+    Attributes
+    ----------
+    neurons : (N, D)
+        Contribution :math:`c_j` of each head-input neuron to the centroid distance; the
+        row sums are the distance :math:`d(x)` exactly. Positive: the neuron moves the
+        sample away from its nearest centroid; negative: towards it.
+    bias : (N,)
+        The bias term :math:`\lambda |R_b(x)|` (zeros with ``use_bias_term=False``).
+    factor : (N,)
+        The norm factor :math:`f(x)` (ones with ``use_norm_factor=False``).
+    deviation : (N, D)
+        :math:`\Delta = R(x) - r_c`, the neuron relevance minus the reference relevance of
+        the nearest centroid (``NeroDetector.references_``).
+    nearest : (N,)
+        Class of the nearest centroid.
+    centroid : (N,)
+        Index of the nearest centroid (a row of ``centroids_``).
+    """
+
+    neurons: torch.Tensor
+    bias: torch.Tensor
+    factor: torch.Tensor
+    deviation: torch.Tensor
+    nearest: torch.Tensor
+    centroid: torch.Tensor
+
+    @property
+    def distance(self) -> torch.Tensor:
+        r""":math:`d(x) = \sum_j c_j`, the L1 distance to the nearest centroid, shape (N,)."""
+        return self.neurons.sum(dim=1)
+
+    @property
+    def outlier_score(self) -> torch.Tensor:
+        r""":math:`S(x) = (d(x) + \lambda |R_b|) f(x)`, shape (N,); higher = more out-of-distribution."""
+        return (self.distance + self.bias) * self.factor
+
+    @property
+    def score(self) -> torch.Tensor:
+        """:math:`-S(x)`, equal to :meth:`NeroDetector.score` (higher = more in-distribution)."""
+        return -self.outlier_score
 
 
 class NeroDetector(Detector):
@@ -65,7 +114,9 @@ class NeroDetector(Detector):
     ``use_bias_term=False`` drops :math:`\lambda |R_b|`; ``use_norm_factor=False`` drops
     :math:`f`. ``target``/``epsilon`` are passed to ``head_relevance``. The parts are
     exposed for the book: :meth:`relevance`, :meth:`project`, :meth:`distance`,
-    :meth:`bias_term`, :meth:`norm_factor`, and ``pca_``, ``centroids_``, ``lambda_``.
+    :meth:`bias_term`, :meth:`norm_factor`, :meth:`nearest`, and ``pca_``, ``centroids_``,
+    ``references_``, ``lambda_``; :meth:`decompose` takes the score apart exactly, neuron
+    by neuron.
 
     Chhetri, Korhonen, Gyawali & Bhattarai, "NERO: Explainable Out-of-Distribution
     Detection with Neuron-level Relevance", MICCAI 2025.
@@ -113,6 +164,7 @@ class NeroDetector(Detector):
         relevance, bias_relevance = self._relevance(train)
         self.pca_ = _fit_pca(relevance, self.pca_fraction) if self.use_pca else None
         self.centroids_, self.centroid_labels_ = self._centroids(self._project(relevance), train.labels)
+        self.references_ = self._references(relevance, train.labels)
         raw = torch.cat([relevance, bias_relevance.unsqueeze(1)], dim=1)
         raw_centroids, _ = self._centroids(raw, train.labels)
         raw_distance = torch.cdist(raw, raw_centroids, p=1).amin(dim=1)
@@ -142,6 +194,24 @@ class NeroDetector(Detector):
         centroids = torch.from_numpy(np.concatenate(centres)).to(x)
         return centroids, torch.arange(num_classes, device=x.device).repeat_interleave(self.centroids_per_class)
 
+    def _references(self, relevance: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        r"""Each centroid as a point :math:`r_c` of the neuron-relevance space, shape (centroids, D).
+
+        Without PCA the centroids already live there. With PCA (mean :math:`m`, kept
+        components :math:`P`, orthonormal rows) :math:`r_c = m + P^\top \mu_c +
+        (I - P^\top P)(\bar R_{y(c)} - m)`: the point that projects onto :math:`\mu_c`
+        and otherwise equals the mean relevance :math:`\bar R_{y(c)}` of the centroid's
+        class. For one centroid per class :math:`r_c = \bar R_c` exactly.
+        """
+        if self.pca_ is None:
+            return self.centroids_.clone()
+        mean, components = (torch.as_tensor(v, dtype=torch.float64) for v in (self.pca_.mean_, self.pca_.components_))
+        class_mean = class_means(relevance.double().cpu(), labels.cpu(), int(labels.max()) + 1)
+        centred = class_mean[self.centroid_labels_.cpu()] - mean
+        outside = centred - (centred @ components.T) @ components
+        references = mean + self.centroids_.double().cpu() @ components + outside
+        return references.to(relevance)
+
     # -- the parts of the score ---------------------------------------------------
 
     def relevance(self, outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +226,60 @@ class NeroDetector(Detector):
     def distance(self, outputs: Outputs) -> torch.Tensor:
         """L1 distance of the (projected) neuron relevance to the nearest centroid, shape (N,)."""
         return self._distance(self.project(outputs))
+
+    def nearest(self, outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class of the nearest centroid and the L1 distance to it (in the space of :meth:`project`), each (N,)."""
+        distances = torch.cdist(self.project(outputs), self.centroids_.to(outputs.features), p=1)
+        distance, index = distances.min(dim=1)
+        return self.centroid_labels_.to(index.device)[index], distance
+
+    def decompose(self, outputs: Outputs) -> Decomposition:
+        r"""The score taken apart exactly: per-neuron contributions, bias term and norm factor.
+
+        Let :math:`r_c` be the nearest centroid as a point of the neuron-relevance space
+        (``references_``), :math:`\Delta = R(x) - r_c` and, with PCA, :math:`P` the kept
+        components (orthonormal rows). Because :math:`P r_c - P m = \mu_c`, the distance
+        is :math:`d(x) = \lVert P \Delta \rVert_1 = \sum_i |u_i|` with :math:`u = P\Delta`.
+        This is piecewise linear in :math:`\Delta` and positively homogeneous of degree 1,
+        so Euler's theorem decomposes it exactly:
+
+        .. math::
+
+            d(x) = \sum_i \operatorname{sign}(u_i)\, u_i
+                 = \sum_j \Delta_j \big(P^\top \operatorname{sign}(u)\big)_j
+                 = \sum_j \Delta_j \frac{\partial d}{\partial \Delta_j}
+                 =: \sum_j c_j .
+
+        Without PCA, :math:`c_j = |\Delta_j|`. With the bias term :math:`\lambda|R_b|` and
+        the norm factor :math:`f(x)` of the class docstring,
+        ``-(neurons.sum(1) + bias) * factor`` equals :meth:`score` (up to rounding) for
+        every sample and every ablation switch. A :math:`c_j` can be negative: the neuron
+        then brings the sample closer to the centroid. Neurons along directions the PCA
+        discards contribute nothing however large :math:`|\Delta_j|` is, which is why
+        ranking neurons by :math:`|\Delta_j|` does not explain the score.
+
+        Unlike :meth:`score`, this runs with autograd enabled when ``outputs`` requires
+        gradients (for gradient-based maps of the score).
+        """
+        outputs = self._check(outputs)
+        relevance, bias_relevance = self._relevance(outputs)
+        distances = torch.cdist(self._project(relevance).detach(), self.centroids_.to(relevance), p=1)
+        centroid = distances.argmin(dim=1)
+        deviation = relevance - self.references_.to(relevance)[centroid]
+        if self.pca_ is None:
+            neurons = deviation.abs()
+        else:
+            components = torch.as_tensor(self.pca_.components_).to(relevance)
+            neurons = deviation * (torch.sign(deviation @ components.T) @ components)
+        ones = torch.ones_like(bias_relevance)
+        return Decomposition(
+            neurons=neurons,
+            bias=self.lambda_ * bias_relevance.abs() if self.use_bias_term else 0 * ones,
+            factor=self._norm_factor(outputs.features, relevance) if self.use_norm_factor else ones,
+            deviation=deviation,
+            nearest=self.centroid_labels_.to(centroid.device)[centroid],
+            centroid=centroid,
+        )
 
     def bias_term(self, outputs: Outputs) -> torch.Tensor:
         r""":math:`\lambda |R_b|`, shape (N,)."""
