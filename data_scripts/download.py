@@ -11,6 +11,9 @@ published counts (exit status 1 on a mismatch)::
     python data_scripts/download.py hyperkvasir --dest ~/data   # → ~/data/hyper-kvasir-raw/
     python data_scripts/prepare_hyperkvasir.py ~/data/hyper-kvasir-raw/hyper-kvasir-labeled-images.zip \\
         --split-csv ~/data/hyper-kvasir-raw/2_fold_split.csv --dest ~/data/hyperkvasir-lowergi
+    python data_scripts/download.py kvasir-seg --dest ~/data    # → ~/data/kvasir-seg-raw/kvasir-seg.zip
+    python data_scripts/prepare_kvasir_seg.py ~/data/kvasir-seg-raw/kvasir-seg.zip \\
+        --hyperkvasir-polyps ~/data/hyperkvasir-lowergi/polyps --dest ~/data/kvasir-seg-polyps
     export NERO_LITE_DATA=~/data
 
 Sources (official publications):
@@ -23,6 +26,9 @@ Sources (official publications):
   are verified). https://datasets.simula.no/downloads/hyper-kvasir/hyper-kvasir-labeled-images.zip
   and the official splits,
   https://raw.githubusercontent.com/simula/hyper-kvasir/master/official_splits/2_fold_split.csv
+* Kvasir-SEG — Jha et al., "Kvasir-SEG: A Segmented Polyp Dataset", MultiMedia Modeling
+  (MMM 2020). 1,000 polyp images with pixel masks; research and education only.
+  https://datasets.simula.no/downloads/kvasir-seg.zip
 * GastroVision — Jha et al., "GastroVision: A Multi-class Endoscopy Image Dataset for
   Computer Aided Gastrointestinal Disease Detection", ICML workshop ML4MHD 2023.
   27 classes, 8,000 images, from its OSF project https://osf.io/84e7f/ (the project's
@@ -46,6 +52,9 @@ KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
 HYPERKVASIR_URL = "https://datasets.simula.no/downloads/hyper-kvasir/hyper-kvasir-labeled-images.zip"
 HYPERKVASIR_SPLIT_URL = "https://raw.githubusercontent.com/simula/hyper-kvasir/master/official_splits/2_fold_split.csv"
 GASTROVISION_URL = "https://files.osf.io/v1/resources/84e7f/providers/osfstorage/?zip="
+KVASIR_SEG_URL = "https://datasets.simula.no/downloads/kvasir-seg.zip"
+#: Published image/mask pairs of Kvasir-SEG.
+KVASIR_SEG_PAIRS = 1000
 
 #: Published images per class.
 KVASIR_COUNTS = {
@@ -197,7 +206,23 @@ def hyperkvasir(dest: Path, archive: Path | None, verify_only: bool) -> bool:
     return ok
 
 
-COMMANDS = {"kvasir": kvasir, "gastrovision": gastrovision, "hyperkvasir": hyperkvasir}
+def kvasir_seg(dest: Path, archive: Path | None, verify_only: bool) -> bool:
+    """Kvasir-SEG's zip into ``dest/kvasir-seg-raw``, not unpacked: ``prepare_kvasir_seg.py`` reads it."""
+    raw = dest / "kvasir-seg-raw"
+    if verify_only:
+        archive = archive or raw / "kvasir-seg.zip"
+    else:
+        archive = archive or fetch(KVASIR_SEG_URL, raw / "kvasir-seg.zip")
+    with zipfile.ZipFile(archive) as zf:
+        names = [Path(n) for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    found = {part: sum(1 for n in names if n.parent.name == part) for part in ("images", "masks")}
+    print(f"Kvasir-SEG in {archive}:")
+    ok = report(found, {"images": KVASIR_SEG_PAIRS, "masks": KVASIR_SEG_PAIRS})
+    print(f"next: python data_scripts/prepare_kvasir_seg.py {archive}")
+    return ok
+
+
+COMMANDS = {"kvasir": kvasir, "gastrovision": gastrovision, "hyperkvasir": hyperkvasir, "kvasir-seg": kvasir_seg}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,12 +53,12 @@ def find_images(source: Path) -> dict[str, list[tuple[str, Callable[[], bytes]]]
     return found
 
 
-def square(image: Image.Image, size: int) -> Image.Image:
-    """Resize (bicubic) so that the shorter side is ``size``, then center-crop to ``size×size``."""
-    image = image.convert("RGB")
+def square(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize (bicubic by default) so that the shorter side is ``size``, then center-crop to ``size×size``."""
+    image = image.convert("RGB") if resample != Image.Resampling.NEAREST else image
     scale = size / min(image.size)
     width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    image = image.resize((width, height), resample)
     left, top = (width - size) // 2, (height - size) // 2
     return image.crop((left, top, left + size, top + size))
 

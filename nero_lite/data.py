@@ -12,6 +12,9 @@ test images (uint8 tensors in memory) with their class names:
 * ``load("path/to/folder", id_classes=[...])`` — any folder in ImageFolder layout (one
   sub-folder per class), or one with ``id/`` and ``ood/`` sub-folders;
   :func:`load_folders` takes an ID folder and an OOD folder directly.
+* :func:`load_segmented` — polyp images with pixel masks of the polyp (Kvasir-SEG, in
+  the ``kvasir-seg-polyps`` layout): ground truth for where an explanation should
+  point, and, through ``load(..., ood_sets=...)``, a larger polyp OOD class.
 
 Real images are read with PIL, converted to RGB, center-cropped to a square and
 resized (bicubic) to ``size``; the ID classes are split into train and test,
@@ -60,8 +63,11 @@ __all__ = [
     "corner_box_present",
     "corner_region",
     "data_root",
+    "image_tensor",
     "load",
     "load_folders",
+    "load_segmented",
+    "SegmentedImages",
     "mask_shortcut",
     "read_imagefolder",
     "to_input",
@@ -116,6 +122,15 @@ def to_input(images: torch.Tensor, device: str | torch.device | None = None) -> 
     mean = torch.tensor(MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
+
+
+def image_tensor(images: ImageSet | torch.Tensor) -> torch.Tensor:
+    """The uint8 ``N×3×H×W`` tensor of an :class:`ImageSet` or of such a tensor; anything else is refused."""
+    images = images.images if isinstance(images, ImageSet) else images
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images must be an ImageSet or a uint8 N×3×H×W tensor, got {found}")
+    return images
 
 
 @dataclass
@@ -274,6 +289,30 @@ def corner_box_present(images: torch.Tensor, darkness: int = 20) -> torch.Tensor
     height, width = images.shape[-2:]
     interior = images[..., int(0.74 * height) : int(0.96 * height), int(0.03 * width) : int(0.27 * width)]
     return interior.amax(dim=-3).float().mean(dim=(-2, -1)) < darkness
+
+
+def _with_ood_sets(splits: Splits, ood_sets: dict[str, torch.Tensor] | None) -> Splits:
+    """``splits`` with the OOD classes of ``ood_sets`` added, or replaced where the name exists."""
+    if not ood_sets:
+        return splits
+    ood = splits.ood
+    size = tuple(ood.images.shape[-2:])
+    for name, images in ood_sets.items():
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, *size):
+            found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"ood_sets[{name!r}] must be uint8 images N×3×{size[0]}×{size[1]}, got {found}")
+        if len(images) == 0:
+            raise ValueError(f"ood_sets[{name!r}] holds no images")
+    classes = ood.classes + [name for name in ood_sets if name not in ood.classes]
+    kept = ood.subset(torch.tensor([ood.classes[label] not in ood_sets for label in ood.labels.tolist()], dtype=torch.bool))
+    images = [kept.images, *ood_sets.values()]
+    labels = [kept.labels, *(torch.full((len(v),), classes.index(n), dtype=torch.long) for n, v in ood_sets.items())]
+    files = None
+    if kept.files is not None:
+        files = kept.files + [f"{name}[{i}]" for name, v in ood_sets.items() for i in range(len(v))]
+    new = ImageSet(torch.cat(images), torch.cat(labels), classes, files)
+    kinds = {c: splits.ood_kind.get(c, "near") for c in classes}
+    return dataclasses.replace(splits, ood=new, ood_kind=kinds)
 
 
 def _masked(splits: Splits, mask_corner: bool, mask_text: bool) -> Splits:
@@ -493,6 +532,92 @@ def _stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) ->
     return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(np.sort(np.concatenate(test)))
 
 
+@dataclass
+class SegmentedImages:
+    """Images with a pixel mask of their finding each (e.g. Kvasir-SEG's polyps).
+
+    Attributes
+    ----------
+    images : Tensor
+        uint8, ``N×3×H×W``.
+    masks : Tensor
+        bool, ``N×H×W``: the finding's pixels.
+    ids : list of str
+        Image identifiers (file stems).
+    shared : Tensor
+        bool, ``N``: the same picture is also in ``hyperkvasir-lowergi/polyps`` (from the
+        folder's manifest; all ``False`` without one).
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    ids: list[str]
+    shared: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+#: Folder name of the Kvasir-SEG polyps below ``NERO_LITE_DATA`` (prepared with
+#: ``data_scripts/prepare_kvasir_seg.py``): ``images/<id>.jpg``, ``masks/<id>.png``, ``manifest.csv``.
+SEGMENTED_FOLDER = "kvasir-seg-polyps"
+
+
+def _read_mask(path: Path, size: int) -> torch.Tensor:
+    """A binary mask as bool ``size×size``: thresholded at half intensity after the images' crop, resized nearest."""
+    with Image.open(path) as mask:
+        mask = ImageOps.fit(mask.convert("L"), (size, size), method=Image.Resampling.NEAREST)
+    return torch.from_numpy(np.array(mask) >= 128)
+
+
+def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, progress: bool = True) -> SegmentedImages:
+    """Read polyp images and their masks (Kvasir-SEG; Jha et al., MMM 2020) at ``size×size``.
+
+    ``root`` is the ``kvasir-seg-polyps`` folder, by default ``$NERO_LITE_DATA/kvasir-seg-polyps``.
+    Images are read as :func:`load` reads real images (RGB, center-cropped, resized
+    bicubic); masks get the same crop, resized nearest-neighbour, and are ``True`` where
+    the mask is at least half intensity. Results on these images must cite Jha et al.,
+    "Kvasir-SEG: A Segmented Polyp Dataset", MultiMedia Modeling 2020.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such folder, or it lacks ``images/`` or ``masks/``, or an image has no mask.
+    """
+    if root is None:
+        base = data_root()
+        if base is None:
+            raise FileNotFoundError(
+                f"no folder for the segmented polyps: pass root=... or set NERO_LITE_DATA to the folder holding "
+                f"'{SEGMENTED_FOLDER}/' (prepare it with data_scripts/prepare_kvasir_seg.py)"
+            )
+        root = base / SEGMENTED_FOLDER
+    root = _check_folder(Path(root).expanduser())
+    for sub in ("images", "masks"):
+        _check_folder(root / sub)
+    images = _image_files(root / "images")
+    if not images:
+        raise FileNotFoundError(f"no images in {root / 'images'}")
+    masks = {p.stem: p for p in _image_files(root / "masks")}
+    missing = [p.name for p in images if p.stem not in masks]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) in {root / 'images'} have no mask in {root / 'masks'} (first: {missing[0]})")
+    shared_ids: set[str] = set()
+    if (root / "manifest.csv").is_file():
+        manifest = pd.read_csv(root / "manifest.csv", dtype=str).fillna("")
+        if {"id", "hyperkvasir_polyp"} <= set(manifest.columns):
+            shared_ids = set(manifest.id[manifest.hyperkvasir_polyp == "shared"])
+    bar = tqdm(images, desc=f"reading {root.name}", unit="img", disable=not progress or len(images) <= _PROGRESS_ABOVE)
+    pixels = torch.stack([_read_image(path, size) for path in bar])
+    ids = [p.stem for p in images]
+    return SegmentedImages(
+        pixels,
+        torch.stack([_read_mask(masks[i], size) for i in ids]),
+        ids,
+        torch.tensor([i in shared_ids for i in ids], dtype=torch.bool),
+    )
+
+
 # --------------------------------------------------------------------------- caching
 def _fingerprint(listing: dict[str, list[Path]]) -> str:
     """Hash of the listed files' names, sizes and modification times."""
@@ -650,6 +775,7 @@ def load(
     train_fraction: float = 2 / 3,
     mask_corner: bool = False,
     mask_text: bool = False,
+    ood_sets: dict[str, torch.Tensor] | None = None,
     cache: bool = True,
     config: synthetic.SyntheticConfig | None = None,
     progress: bool = True,
@@ -679,6 +805,12 @@ def load(
         Black out the lower-left corner / the left text margin in all three sets
         (:func:`mask_shortcut`), to remove HyperKvasir's class-correlated black box
         and on-screen text.
+    ood_sets : dict, optional
+        OOD classes to add, or to replace where the name exists, as uint8
+        ``N×3×size×size`` images in the order they are given, e.g.
+        ``{"polyps": load_segmented(size=64).images}`` for the 795 Kvasir-SEG polyps in
+        place of HyperKvasir's 120 (119 of which are among them). They are masked with
+        the rest.
     cache : bool
         Reuse (and store) the loaded tensors under :func:`cache_dir`.
     config : SyntheticConfig, optional
@@ -701,7 +833,7 @@ def load(
         size = size or 64
         key = {"config": dataclasses.asdict(config), "size": size, "seed": seed}
         splits = _cached("synthetic", key, lambda: _synthetic(size, seed, config, progress), cache)
-        return _masked(splits, mask_corner, mask_text)
+        return _masked(_with_ood_sets(splits, ood_sets), mask_corner, mask_text)
     if config is not None:
         raise ValueError("config= applies to the synthetic set only")
     options = dict(size=size or 128, seed=seed, train_fraction=train_fraction, cache=cache, progress=progress)
@@ -711,7 +843,7 @@ def load(
         id_classes = list(id_classes or spec.id_classes)
         ood_classes = list(ood_classes or [c for c in spec.ood_classes if c not in id_classes])
         splits = _split_folder(name, folder, id_classes, ood_classes, spec.ood_kind, **options)
-        return _masked(splits, mask_corner, mask_text)
+        return _masked(_with_ood_sets(splits, ood_sets), mask_corner, mask_text)
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -719,13 +851,14 @@ def load(
         )
     if id_classes is None:
         if (folder / "id").is_dir() and (folder / "ood").is_dir():
-            return load_folders(folder / "id", folder / "ood", mask_corner=mask_corner, mask_text=mask_text, **options)
+            splits = load_folders(folder / "id", folder / "ood", **options)
+            return _masked(_with_ood_sets(splits, ood_sets), mask_corner, mask_text)
         raise ValueError(
             f"{folder}: give id_classes=[...] or arrange the folder as {folder}/id/<class> and {folder}/ood/<class>"
         )
     ood_classes = list(ood_classes or [c for c in _class_folders(folder) if c not in id_classes])
     splits = _split_folder(folder.name, folder, list(id_classes), ood_classes, {}, **options)
-    return _masked(splits, mask_corner, mask_text)
+    return _masked(_with_ood_sets(splits, ood_sets), mask_corner, mask_text)
 
 
 def load_folders(

@@ -39,6 +39,12 @@ on purpose:
     Mucosa stained deep blue (as after chromoendoscopy with indigo carmine): the
     shapes of an in-distribution scene, in colours none of them has.
 
+Ground truth for explanations: :func:`ood_ground_truth` returns the OOD images of
+:func:`generate` together with the mask of each local finding (the polyp's dome, the
+ulcer's fibrin patches) and a counterfactual, the same image rendered without the
+finding (same scene, highlights and noise). Computing them consumes no random draws,
+so the images are the same with or without it.
+
 The difficulty knobs live in :class:`SyntheticConfig`; :data:`DEFAULT_CONFIG` is the
 setting the book uses. Measured with it at 64×64 (timm ResNet-18 from scratch, the
 recipe of :mod:`nero_lite.models` with 8 or 10 epochs, two seeds, CPU): ID test
@@ -63,9 +69,11 @@ __all__ = [
     "ID_CLASSES",
     "OOD_CLASSES",
     "OOD_KIND",
+    "GroundTruth",
     "SyntheticConfig",
     "generate",
     "generate_class",
+    "ood_ground_truth",
 ]
 
 #: The in-distribution classes, in label order (normal anatomical landmarks).
@@ -208,6 +216,7 @@ class _Scene:
     gloss: torch.Tensor  # where the surface is wet and shiny (specular spots appear there)
     lumen_centre: torch.Tensor  # n×2×1×1
     lumen_radius: torch.Tensor  # n×1×1×1
+    finding: torch.Tensor | None = None  # n×1×side×side, 1 where a local finding is (OOD scenes only)
 
 
 # --------------------------------------------------------------------------- mucosa
@@ -351,12 +360,13 @@ def _polyp(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
     tone = torch.tensor([1.04, 0.86, 0.92]).view(1, 3, 1, 1) * surface
     colour = scene.colour * (1 + 0.8 * contrast * inside * (tone - 1))
     gloss = torch.maximum(scene.gloss, inside * height**4 * contrast)
-    return _Scene(colour, shade, gloss, scene.lumen_centre, scene.lumen_radius)
+    return _Scene(colour, shade, gloss, scene.lumen_centre, scene.lumen_radius, (dist < radius).float())
 
 
 def _ulcer(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
     """One or two irregular white-yellow fibrin patches with a red halo."""
     colour, shade = scene.colour, scene.shade
+    finding = torch.zeros_like(shade)
     for count in range(2):
         radius = 2 * draw.uniform(*config.ulcer_radius)
         opacity = draw.uniform(*config.ulcer_opacity) * (draw.uniform(0, 1) < (1.0, 0.4)[count]).float()
@@ -369,7 +379,8 @@ def _ulcer(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
         colour = colour * (1 - 0.4 * halo * torch.tensor([0.0, 1.0, 0.8]).view(1, 3, 1, 1))
         colour = colour * (1 - patch) + fibrin * patch
         shade = shade + patch * (1.0 - shade) * 0.5
-    return _Scene(colour, shade, scene.gloss, scene.lumen_centre, scene.lumen_radius)
+        finding = torch.maximum(finding, ((edge > dist) & (opacity > 0)).float())
+    return _Scene(colour, shade, scene.gloss, scene.lumen_centre, scene.lumen_radius, finding)
 
 
 def _blur(image: torch.Tensor, passes: int = 2) -> torch.Tensor:
@@ -390,7 +401,7 @@ def _inflamed(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
     colour = colour * (1 - (spots * region).clamp(max=1) * torch.tensor([0.15, 0.6, 0.5]).view(1, 3, 1, 1))
     colour = colour * (1 + 0.08 * region * draw.field(max(8, draw.side // 3)))
     gloss = (scene.gloss + 0.4 * region).clamp(max=1)
-    return _Scene(colour, scene.shade, gloss, scene.lumen_centre, scene.lumen_radius)
+    return _Scene(colour, scene.shade, gloss, scene.lumen_centre, scene.lumen_radius, torch.zeros_like(scene.shade))
 
 
 def _dyed(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
@@ -405,7 +416,7 @@ def _dyed(draw: _Draw, scene: _Scene, config: SyntheticConfig) -> _Scene:
     brightness = 0.6 + 0.4 * scene.colour.mean(1, keepdim=True) / 0.6
     blue = torch.tensor([0.18, 0.33, 0.78]).view(1, 3, 1, 1) * (1 + draw.uniform(-0.1, 0.1, 3)) * brightness
     colour = scene.colour * (1 - stained) + blue * (0.6 + 0.4 * pits) * stained
-    return _Scene(colour, scene.shade, scene.gloss, scene.lumen_centre, scene.lumen_radius)
+    return _Scene(colour, scene.shade, scene.gloss, scene.lumen_centre, scene.lumen_radius, torch.zeros_like(scene.shade))
 
 
 _FINDINGS = {"polyp": _polyp, "ulcer": _ulcer, "inflamed": _inflamed, "dyed": _dyed}
@@ -463,6 +474,70 @@ def _stream_seed(seed: int, name: str, stream: int, chunk: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+@dataclass
+class GroundTruth:
+    """OOD images with where their finding is, and the same images rendered without it.
+
+    Attributes
+    ----------
+    images : Tensor
+        uint8, ``N×3×H×W``: exactly the images :func:`generate_class` renders.
+    masks : Tensor
+        bool, ``N×H×W``: the pixels of the local finding (the polyp's dome, the ulcer's
+        fibrin patches); all ``False`` for the global findings (``inflamed``, ``dyed``),
+        which change the whole mucosa.
+    counterfactuals : Tensor
+        uint8, ``N×3×H×W``: the same scene, lighting, highlights and sensor noise without
+        the finding: what each image would have been had it been in-distribution.
+    labels : Tensor
+        int64, ``N``: indices into :data:`OOD_CLASSES`.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    counterfactuals: torch.Tensor
+    labels: torch.Tensor
+
+
+def _render_class(
+    name: str, n: int, size: int, seed: int, config: SyntheticConfig, stream: int, ground_truth: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Images of one class and, with ``ground_truth`` (OOD classes only), their finding masks and counterfactuals.
+
+    The counterfactual renders the finding's canvas scene from the same state of the
+    random generator as the image itself, so both share every later draw (highlights,
+    field of view, white balance, noise); the images are the same with or without it.
+    """
+    if name not in ID_CLASSES and name not in OOD_CLASSES:
+        raise ValueError(f"unknown synthetic class {name!r}; choose from {ID_CLASSES + OOD_CLASSES}")
+    if ground_truth and name not in OOD_CLASSES:
+        raise ValueError(f"ground truth exists for the OOD classes {OOD_CLASSES} only, got {name!r}")
+    side = size * config.supersample
+    images, masks, counterfactuals = [], [], []
+    with _one_thread():
+        for chunk, start in enumerate(range(0, n, _CHUNK)):
+            draw = _Draw(_stream_seed(seed, name, stream, chunk), min(_CHUNK, n - start), side)
+            if name in _SCENES:
+                scene = _SCENES[name](draw, draw.uniform(0.6, 1.0), torch.ones(draw.n, 1, 1, 1))
+                images.append(_render(draw, scene, size, config))
+                continue
+            canvas = _background(draw, config.landmark)
+            scene = _FINDINGS[name](draw, canvas, config)
+            state = draw.gen.get_state()
+            images.append(_render(draw, scene, size, config))
+            if ground_truth:
+                draw.gen.set_state(state)
+                counterfactuals.append(_render(draw, canvas, size, config))
+                pooled = F.avg_pool2d(scene.finding, config.supersample) if config.supersample > 1 else scene.finding
+                masks.append(pooled[:, 0] >= 0.5)
+    if not images:
+        empty = torch.empty(0, 3, size, size, dtype=torch.uint8)
+        return empty, (torch.empty(0, size, size, dtype=torch.bool) if ground_truth else None), (empty if ground_truth else None)
+    if not ground_truth:
+        return torch.cat(images), None, None
+    return torch.cat(images), torch.cat(masks), torch.cat(counterfactuals)
+
+
 def generate_class(
     name: str, n: int, *, size: int = 64, seed: int = 0, config: SyntheticConfig = DEFAULT_CONFIG, stream: int = 0
 ) -> torch.Tensor:
@@ -487,19 +562,23 @@ def generate_class(
     torch.Tensor
         uint8 images, ``n×3×size×size``.
     """
-    if name not in ID_CLASSES and name not in OOD_CLASSES:
-        raise ValueError(f"unknown synthetic class {name!r}; choose from {ID_CLASSES + OOD_CLASSES}")
-    side = size * config.supersample
-    chunks = []
-    with _one_thread():
-        for chunk, start in enumerate(range(0, n, _CHUNK)):
-            draw = _Draw(_stream_seed(seed, name, stream, chunk), min(_CHUNK, n - start), side)
-            if name in _SCENES:
-                scene = _SCENES[name](draw, draw.uniform(0.6, 1.0), torch.ones(draw.n, 1, 1, 1))
-            else:
-                scene = _FINDINGS[name](draw, _background(draw, config.landmark), config)
-            chunks.append(_render(draw, scene, size, config))
-    return torch.cat(chunks) if chunks else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return _render_class(name, n, size, seed, config, stream, ground_truth=False)[0]
+
+
+def ood_ground_truth(config: SyntheticConfig = DEFAULT_CONFIG, *, size: int = 64, seed: int = 0) -> GroundTruth:
+    """The OOD test split of :func:`generate` (same images, same order) with finding masks and counterfactuals.
+
+    Ground truth for explanations: a map that explains why an image is OOD should put
+    its relevance on ``masks`` (polyps and ulcers), and replacing the pixels it points
+    at by those of ``counterfactuals`` should bring the image back towards
+    in-distribution.
+    """
+    parts = [
+        _render_class(name, config.n_ood, size, seed, config, stream=2, ground_truth=True) for name in OOD_CLASSES
+    ]
+    images, masks, counterfactuals = (torch.cat(part) for part in zip(*parts))
+    labels = torch.arange(len(OOD_CLASSES)).repeat_interleave(config.n_ood)
+    return GroundTruth(images, masks, counterfactuals, labels)
 
 
 def generate(

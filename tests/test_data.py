@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from nero_lite import data, synthetic
@@ -65,6 +66,32 @@ def test_default_config_matches_the_required_counts():
     assert synthetic.DEFAULT_CONFIG.n_train >= 600
     assert synthetic.DEFAULT_CONFIG.n_test >= 200
     assert synthetic.DEFAULT_CONFIG.n_ood >= 200
+
+
+def test_ood_ground_truth_matches_the_ood_split():
+    splits = data.load(config=TINY, size=32, cache=False)
+    truth = synthetic.ood_ground_truth(TINY, size=32)
+    assert torch.equal(truth.images, splits.ood.images) and torch.equal(truth.labels, splits.ood.labels)
+    assert truth.masks.shape == (8, 32, 32) and truth.masks.dtype == torch.bool
+    assert truth.counterfactuals.shape == truth.images.shape and truth.counterfactuals.dtype == torch.uint8
+
+
+def test_findings_are_where_the_masks_say_and_counterfactuals_lack_them():
+    config = SyntheticConfig(n_ood=24)
+    truth = synthetic.ood_ground_truth(config, size=64)
+    changed = (truth.images.int() - truth.counterfactuals.int()).abs().amax(dim=1) > 8
+    for k, name in enumerate(synthetic.OOD_CLASSES):
+        members = truth.labels == k
+        masks, moved = truth.masks[members], changed[members]
+        if name in ("polyp", "ulcer"):  # local findings: a small mask per image, the change concentrated there
+            area = masks.float().mean(dim=(1, 2))
+            assert bool((area > 0).all()) and float(area.max()) < 0.15
+            inside = (moved & masks).sum() / moved.sum()
+            assert float(inside) > 5 * float(area.mean())  # far more of the change inside than the area share
+            near = F.max_pool2d(masks[:, None].float(), 9, stride=1, padding=4)[:, 0].bool()
+            assert float((moved & ~near).float().mean()) < 0.01  # the image is untouched away from the finding
+        else:  # global findings: no mask, the change spreads over the mucosa
+            assert not masks.any() and float(moved.float().mean()) > 0.3
 
 
 def test_synthetic_rejects_folder_options():
@@ -408,3 +435,102 @@ def test_download_script_unpacks_and_verifies_counts_offline(tmp_path, capsys):
     assert len(gastro.id_classes) == 11 and set(gastro.id_classes) | set(gastro.ood_classes) == set(
         download.GASTROVISION_COUNTS
     )
+
+
+# --------------------------------------------------------------------------- segmented polyps
+def _segmented_tree(root: Path, n: int = 4) -> Path:
+    """A fake kvasir-seg-polyps folder: images, masks with a square polyp each, and a manifest."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        _write(root / "images" / f"p{i}.jpg", size=(48, 40), seed=i)
+        mask = np.zeros((40, 48), dtype=np.uint8)
+        mask[8 : 8 + 4 * (i + 1), 10 : 10 + 4 * (i + 1)] = 250  # near-white, as JPEG masks are
+        Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
+    (root / "manifest.csv").write_text("id,hyperkvasir_polyp\np0,shared\np1,\np2,\np3,shared\n")
+    return root
+
+
+def test_load_segmented_reads_images_masks_and_the_overlap(tmp_path):
+    root = _segmented_tree(tmp_path / "kvasir-seg-polyps")
+    seg = data.load_segmented(root, size=20, progress=False)
+    assert len(seg) == 4 and seg.ids == ["p0", "p1", "p2", "p3"]
+    assert seg.images.shape == (4, 3, 20, 20) and seg.masks.shape == (4, 20, 20) and seg.masks.dtype == torch.bool
+    assert seg.shared.tolist() == [True, False, False, True]
+    # the center-crop of 48×40 to 40×40 cuts 4 columns on each side, then 40 → 20 px halves everything
+    areas = seg.masks.float().sum(dim=(1, 2))
+    assert areas.tolist() == [4.0 * (i + 1) ** 2 for i in range(4)]
+    assert bool(seg.masks[0, 4:6, 3:5].all()) and not seg.masks[0, 0].any()
+
+
+def test_load_segmented_errors(tmp_path, monkeypatch):
+    root = _segmented_tree(tmp_path / "kvasir-seg-polyps")
+    (root / "masks" / "p2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1 image.*no mask.*p2.jpg"):
+        data.load_segmented(root, progress=False)
+    monkeypatch.delenv("NERO_LITE_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="NERO_LITE_DATA"):
+        data.load_segmented()
+    monkeypatch.setenv("NERO_LITE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.load_segmented()
+
+
+def test_ood_sets_add_or_replace_classes_and_are_masked():
+    extra = torch.full((5, 3, 32, 32), 200, dtype=torch.uint8)
+    splits = data.load(config=TINY, size=32, cache=False, ood_sets={"polyp": extra, "new": extra[:3]}, mask_corner=True)
+    assert splits.ood_classes == [*synthetic.OOD_CLASSES, "new"]
+    assert splits.ood.counts() == {"polyp": 5, "ulcer": 2, "inflamed": 2, "dyed": 2, "new": 3}
+    assert splits.ood_kind["new"] == "near" and splits.ood_kind["dyed"] == "far"
+    polyps = splits.ood.images[splits.ood.labels == 0]
+    assert int(polyps[:, :, 0, -1].min()) == 200 and int(polyps[:, :, -1, 0].max()) == 0  # the corner is masked
+    with pytest.raises(ValueError, match=r"ood_sets\['polyp'\] must be uint8 images N×3×32×32"):
+        data.load(config=TINY, size=32, cache=False, ood_sets={"polyp": extra[..., :16]})
+
+
+def test_kvasir_seg_loader_on_the_shared_folder(shared_data):
+    if not (shared_data / "kvasir-seg-polyps").is_dir():
+        pytest.skip("kvasir-seg-polyps not found beside HyperKvasir")
+    seg = data.load_segmented(shared_data / "kvasir-seg-polyps", size=64, progress=False)
+    assert len(seg) == 795 and int(seg.shared.sum()) == 119
+    area = seg.masks.float().mean(dim=(1, 2))
+    assert 0.005 < float(area.min()) and float(area.max()) < 0.9 and 0.1 < float(area.median()) < 0.16
+
+
+def test_prepare_kvasir_seg_builds_the_shared_layout(tmp_path):
+    import io
+    import zipfile
+
+    prepare = _script("prepare_kvasir_seg")
+    members = {}
+    for i in range(3):
+        image, mask = io.BytesIO(), io.BytesIO()
+        _write(image, size=(320 + 10 * i, 240), fmt="JPEG", seed=i)
+        square = np.zeros((240, 320 + 10 * i), dtype=np.uint8)
+        square[60:180, 100:220] = 255
+        Image.fromarray(square).save(mask, format="JPEG")
+        members[f"Kvasir-SEG/images/id{i}.jpg"] = image.getvalue()
+        members[f"Kvasir-SEG/masks/id{i}.jpg"] = mask.getvalue()
+    members["Kvasir-SEG/images/orphan.jpg"] = members["Kvasir-SEG/images/id0.jpg"]  # no mask: skipped
+    archive = tmp_path / "kvasir-seg.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for name, payload in members.items():
+            handle.writestr(name, payload)
+    hyperkvasir = tmp_path / "polyps"
+    hyperkvasir.mkdir()
+    dest = tmp_path / "kvasir-seg-polyps"
+    assert prepare.main([str(archive), "--dest", str(dest), "--size", "64"]) == 0
+    Image.open(dest / "images" / "id1.jpg").save(hyperkvasir / "same-picture.jpg")
+    assert prepare.main([str(archive), "--dest", str(dest), "--size", "64", "--hyperkvasir-polyps", str(hyperkvasir)]) == 0
+    assert sorted(p.name for p in (dest / "images").iterdir()) == ["id0.jpg", "id1.jpg", "id2.jpg"]
+    mask = np.asarray(Image.open(dest / "masks" / "id0.png"))
+    assert mask.shape == (64, 64) and set(np.unique(mask)) == {0, 255}
+    lines = (dest / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "id,orig_width,orig_height,mask_fraction,polyp_retained_in_crop,hyperkvasir_polyp"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == ["id0", "id1", "id2"] and [r[5] for r in rows] == ["", "shared", ""]
+    # a 120×120 square of 240 px high images: 1/4 of the crop's height and width, all of it kept
+    assert float(rows[0][3]) == pytest.approx(0.25, abs=0.02) and float(rows[0][4]) == pytest.approx(1.0, abs=0.05)
+    assert (dest / "hyperkvasir_polyps_map.csv").read_text().splitlines()[1].startswith("polyps/same-picture.jpg,id1,")
+    seg = data.load_segmented(dest, size=32, progress=False)
+    assert len(seg) == 3 and seg.shared.tolist() == [False, True, False]
