@@ -68,7 +68,7 @@ def throughput(model, imageset, nero, device, batch_size: int = 256, repeats: in
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m nero_lite.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="synthetic", help="synthetic, hyperkvasir, kvasir, gastrovision or a folder")
-    parser.add_argument("--arch", default="resnet18", choices=ARCHITECTURES)
+    parser.add_argument("--arch", default="resnet18d", choices=ARCHITECTURES)
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (dataset default when omitted)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

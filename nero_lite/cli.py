@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="in-distribution test images; each sub-folder must be a class of --train")
     score.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
                        help="out-of-distribution images, one sub-folder per kind (metrics are reported per sub-folder)")
-    score.add_argument("--arch", choices=ARCHITECTURES, default="resnet18",
-                       help="classifier trained from scratch: timm ResNet-18, or DeiT-Tiny on an 8×8 grid of patches (default: resnet18)")
+    score.add_argument("--arch", choices=ARCHITECTURES, default="resnet18d",
+                       help="classifier trained from scratch: timm ResNet-18-D (its relevance maps have no fixed grid), the paper's "
+                            "plain ResNet-18, or DeiT-Tiny on an 8×8 grid of patches (default: resnet18d)")
     score.add_argument("--size", type=_positive, default=128, help="images are center-cropped and resized to SIZE×SIZE pixels (default: 128)")
     score.add_argument("--epochs", type=_positive, default=20, help="training epochs (default: 20)")
     score.add_argument("--seed", type=int, default=0, help="seeds initialisation, batch order and augmentation (default: 0)")

@@ -4,9 +4,14 @@ The data flow of the book is ``data.load`` → :func:`train_classifier` (or cach
 weights) → :func:`extract` (one forward pass → :class:`~nero_lite.outputs.Outputs`)
 → detectors → metrics.
 
-Two architectures are built with timm, from scratch (nothing is downloaded):
+Three architectures are built with timm, from scratch (nothing is downloaded):
 
-* ``"resnet18"`` — timm's ResNet-18 (He et al., CVPR 2016).
+* ``"resnet18"`` — timm's ResNet-18 (He et al., CVPR 2016), the NERO paper's CNN.
+* ``"resnet18d"`` — timm's ResNet-18-D (He et al., "Bag of Tricks for Image
+  Classification with Convolutional Neural Networks", CVPR 2019): a deep stem, and
+  average pooling before the 1×1 convolution of each downsampling shortcut, where
+  ResNet-18 uses a stride-2 1×1 convolution that reads one pixel of every 2×2 block and
+  leaves a fixed grid of spots in every relevance map. The package default.
 * ``"vit"`` — DeiT-Tiny (Touvron et al., ICML 2021) with its patch size adapted to the
   image size (``img_size // 8``), so a 64×64 image gives 8×8 = 64 tokens.
 """
@@ -43,7 +48,8 @@ __all__ = [
     "train_classifier",
 ]
 
-ARCHITECTURES = ("resnet18", "vit")
+#: The architectures :func:`create_model` builds; the first is the default.
+ARCHITECTURES = ("resnet18d", "resnet18", "vit")
 _CACHE_VERSION = "1"
 
 
@@ -55,9 +61,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def create_model(arch: str, num_classes: int, img_size: int = 64) -> nn.Module:
-    """A randomly initialised classifier with a linear head (no pretrained weights)."""
-    if arch == "resnet18":
-        return timm.create_model("resnet18", pretrained=False, num_classes=num_classes)
+    """A randomly initialised classifier with a linear head (no pretrained weights); ``arch`` in :data:`ARCHITECTURES`."""
+    if arch in ("resnet18", "resnet18d"):
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes)
     if arch == "vit":
         patch = max(img_size // 8, 2)
         if img_size % patch:
@@ -137,7 +143,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def train_classifier(
     data: ImageSet,
-    arch: str = "resnet18",
+    arch: str = "resnet18d",
     recipe: Recipe | None = None,
     *,
     seed: int = 0,
@@ -151,7 +157,10 @@ def train_classifier(
     ----------
     data : ImageSet
         ID training images (uint8) and labels, e.g. ``splits.train``.
-    arch : {"resnet18", "vit"}
+    arch : {"resnet18d", "resnet18", "vit"}
+        ``"resnet18d"`` by default: its shortcuts average-pool before their 1×1
+        convolution, so its relevance maps carry no fixed grid (see
+        :mod:`nero_lite.faithfulness`); ``"resnet18"`` is the plain ResNet-18 of the NERO paper.
     recipe : Recipe, optional
         Hyperparameters; :class:`Recipe` defaults when omitted.
     seed : int

@@ -148,7 +148,7 @@ def run_study(
     *,
     seeds: tuple[int, ...] = (0, 1, 2),
     masks: tuple[bool, ...] = (False, True),
-    arch: str = "resnet18",
+    arch: str = "resnet18d",
     size: int = 64,
     recipe: Recipe | None = None,
     detectors: list[str] | None = None,
