@@ -6,6 +6,8 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
 * :mod:`nero_lite.metrics` — AUROC, FPR95, AUPR-In/Out (higher score = more in-distribution).
+* :mod:`nero_lite.explain` — why an image is flagged: NERO's score taken apart, score maps, CRP reports.
+* :mod:`nero_lite.faithfulness` — explanations measured against where the finding is.
 * :mod:`nero_lite.plots` — the figures the book shows.
 """
 

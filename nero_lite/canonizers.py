@@ -95,12 +95,18 @@ class TimmBasicBlockCanonizer(_MethodCanonizer):
 
 
 class TimmResNetCanonizer(CompositeCanonizer):
-    """Canonizer for timm ResNets built of ``BasicBlock`` (ResNet-18/34).
+    """Canonizer for timm ResNets built of ``BasicBlock`` (ResNet-18/34, and their -D variants).
 
     Merges each batch norm into the convolution before it (``SequentialMergeBatchNorm``:
     :math:`W' = W \\gamma/\\sigma`, :math:`b' = (b - \\mu)\\gamma/\\sigma + \\beta`, in eval
     mode) and applies :class:`TimmBasicBlockCanonizer`. Use it with zennit's
     ``EpsilonPlusFlat`` or ``EpsilonGammaBox``; put the model in eval mode first.
+
+    ResNet-18-D (``timm.create_model("resnet18d")``) needs nothing more: the batch norms
+    of its deep stem follow their convolutions in module order and are merged too, and
+    the average pool before each 1×1 shortcut convolution is an ``AvgPool2d``, which the
+    composites give the proportional (``Norm``) rule, so relevance is conserved through
+    it (``tests/test_explain.py`` checks both).
     """
 
     def __init__(self):

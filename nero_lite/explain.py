@@ -6,8 +6,12 @@ training relevance. :func:`explain` turns one score into a report a reader can c
 
 1. the score, the decision at a threshold (:func:`fit_threshold`: 95 % of held-out ID
    samples accepted) and the nearest class centroid;
-2. the k neurons whose relevance deviates most from that class's mean relevance,
-   :math:`\Delta_j = R_j(x) - \bar R_{c,j}` (signed);
+2. the score taken apart exactly (:meth:`~nero_lite.detectors.nero.NeroDetector.decompose`):
+   the contribution :math:`c_j` of every neuron to the centroid distance, the bias term
+   and the norm factor; the report lists the k neurons of largest contribution (or of
+   largest deviation :math:`|\Delta_j|` from the nearest centroid, ``rank="deviation"``);
+   and the *score map* (:func:`score_maps`): those contributions propagated to the
+   pixels, a map of why the image was flagged that sums to the distance;
 3. for each of them a *concept-conditional heatmap* (Concept Relevance Propagation,
    Achtibat et al., "From attribution maps to human-understandable explanations through
    Concept Relevance Propagation", Nature Machine Intelligence 2023), computed with
@@ -24,7 +28,10 @@ training relevance. :func:`explain` turns one score into a report a reader can c
 
 All conditions of a batch (the k concepts and the full map of every image) go through
 one batched ``CondAttribution`` pass, so the cost grows sub-linearly in k
-(:func:`explain_cost` measures it).
+(:func:`explain_cost` measures it). The other maps of an image — the score map,
+gradient × input of the score (:func:`score_gradient_maps`) and the LRP map of a class
+(:func:`lrp_maps`) — are one backward pass each; :mod:`nero_lite.faithfulness` measures
+them all against where the finding really is.
 
 Rules: timm ResNets use :func:`~nero_lite.canonizers.resnet_composite` (zennit's
 ``EpsilonPlusFlat`` with a bias-free :math:`z^+` rule and
@@ -54,9 +61,8 @@ from torch import nn
 from zennit.core import Composite
 
 from .canonizers import resnet_composite, vit_composite
-from .data import ImageSet, to_input
-from .detectors.base import class_means
-from .detectors.nero import NeroDetector
+from .data import ImageSet, image_tensor, to_input
+from .detectors.nero import Decomposition, NeroDetector
 from .metrics import threshold_at_tpr
 from .models import extract, find_head, resolve_device
 from .outputs import Outputs
@@ -73,15 +79,20 @@ __all__ = [
     "explain",
     "explain_cost",
     "fit_threshold",
+    "lrp_maps",
     "plot_report",
     "randomize_head",
     "reference_images",
     "region_share",
+    "score_gradient_maps",
+    "score_maps",
+    "top_channels",
 ]
 
 LRP = "lrp"
 GRADIENT_X_INPUT = "gradient_x_input (fallback)"
 Method = Literal["lrp", "gradient_x_input (fallback)"]
+Rank = Literal["contribution", "deviation"]
 
 
 # -- rules and layers per architecture ---------------------------------------------
@@ -203,6 +214,123 @@ def concept_heatmaps(
     return maps.view(n, k, *maps.shape[1:])
 
 
+@contextmanager
+def _head_input(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Capture the input of the classifier head (key ``"features"``) during the forward passes in the block.
+
+    Enter it *before* a composite's context: the pre-hook then runs before the rule hooks
+    and sees the tensor the model computed, the one relevance and gradients start from.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handle = find_head(model).register_forward_pre_hook(lambda module, args: captured.update(features=args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _outputs(model: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> Outputs:
+    head = find_head(model)
+    return Outputs(features.flatten(1), logits, None, head.weight.detach(), head.bias.detach())
+
+
+def _batched_maps(model, images, device, batch_size, one_batch) -> torch.Tensor:
+    """``one_batch(x)`` (N, H, W) over the images in batches, on the CPU."""
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    pixels = image_tensor(images)
+    maps = []
+    with _frozen(model):
+        for start in range(0, len(pixels), batch_size):
+            x = to_input(pixels[start : start + batch_size], device).requires_grad_(True)
+            maps.append(one_batch(x).detach().cpu())
+    return torch.cat(maps) if maps else torch.empty(0, *pixels.shape[-2:])
+
+
+def score_maps(
+    model: nn.Module,
+    images: ImageSet | torch.Tensor,
+    detector: NeroDetector,
+    *,
+    composite: Composite | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    r"""Why each image got its NERO distance, per pixel: shape ``(N, H, W)``, on the CPU.
+
+    The per-neuron contributions :math:`c_j` of
+    :meth:`~nero_lite.detectors.nero.NeroDetector.decompose` (which sum to the centroid
+    distance :math:`d(x)`) are placed on the head inputs and propagated to the pixels
+    with the report's LRP rules (:func:`default_composite`): for a ResNet each channel's
+    contribution is spread over the positions of ``layer4`` in proportion to its
+    activation (the proportional rule of the global average pool), then down through the
+    network; for a ViT it enters at the class token and reaches the patches through the
+    constant attention. Positive pixels push the image away from its nearest centroid.
+
+    Conservation: for a ResNet each map sums to :math:`d(x)` (up to the contribution of
+    channels whose activation is zero everywhere, which has no position to go to); for
+    a ViT the class token and the position embedding keep a share, as for
+    ``Report.conservation``. One forward and one backward pass per image, batched.
+    """
+    composite = composite or default_composite(model)
+
+    def one_batch(x: torch.Tensor) -> torch.Tensor:
+        with _head_input(model) as captured, composite.context(model) as modified, torch.enable_grad():
+            logits = modified(x)
+            features = captured["features"]
+            contributions = detector.decompose(_outputs(model, features, logits).detach()).neurons
+            (relevance,) = torch.autograd.grad(features, x, grad_outputs=contributions.view_as(features).to(features))
+        return relevance.sum(dim=1)
+
+    return _batched_maps(model, images, device, batch_size, one_batch)
+
+
+def score_gradient_maps(
+    model: nn.Module,
+    images: ImageSet | torch.Tensor,
+    detector: NeroDetector,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    r"""Gradient × input of NERO's outlier score :math:`S(x)`, summed over colour channels: ``(N, H, W)``.
+
+    :math:`\sum_{\text{colour}} x \odot \partial S / \partial x` on the normalised input
+    (Simonyan et al., ICLR 2014 workshop; Shrikumar et al., ICML 2017): the plain-gradient
+    alternative to :func:`score_maps`, with the same sign (positive = more OOD).
+    """
+
+    def one_batch(x: torch.Tensor) -> torch.Tensor:
+        with _head_input(model) as captured, torch.enable_grad():
+            logits = model(x)
+            outlier_score = detector.decompose(_outputs(model, captured["features"], logits)).outlier_score
+            (gradient,) = torch.autograd.grad(outlier_score.sum(), x)
+        return (gradient * x).sum(dim=1)
+
+    return _batched_maps(model, images, device, batch_size, one_batch)
+
+
+def lrp_maps(
+    model: nn.Module,
+    images: ImageSet | torch.Tensor,
+    *,
+    target: Target = "predicted",
+    composite: Composite | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Input LRP maps of the classifier's output relevance ``target`` (``Report.heatmap``), shape ``(N, H, W)``."""
+    composite = composite or default_composite(model)
+
+    def one_batch(x: torch.Tensor) -> torch.Tensor:
+        with composite.context(model) as modified, torch.enable_grad():
+            logits = modified(x)
+            (relevance,) = torch.autograd.grad(logits, x, grad_outputs=output_relevance(logits.detach(), target))
+        return relevance.sum(dim=1)
+
+    return _batched_maps(model, images, device, batch_size, one_batch)
+
+
 # -- reports -----------------------------------------------------------------------
 
 
@@ -241,15 +369,28 @@ class Report:
     predicted_class, nearest_class : int
         Arg-max class of the classifier; class of the nearest centroid (L1 in PCA space),
         at ``distance``.
+    distance, bias_term, norm_factor : float
+        The score taken apart: ``score = -(distance + bias_term) * norm_factor``
+        (:meth:`~nero_lite.detectors.nero.NeroDetector.decompose`).
     class_names : tuple of str
     relevance, centroid_relevance : (D,)
-        NERO's neuron relevance :math:`R(x)` and the mean relevance of the nearest
-        class over the training set.
-    channels, deviations : (k,)
-        The k neurons/channels of largest :math:`|\Delta_j|`,
-        :math:`\Delta_j = R_j(x) - \bar R_{c,j}` (signed), in decreasing order.
+        NERO's neuron relevance :math:`R(x)` and the nearest centroid as a point of that
+        space, :math:`r_c` (the class's mean training relevance for one centroid per class).
+    neuron_contributions : (D,)
+        Every neuron's contribution :math:`c_j` to ``distance`` (they sum to it).
+    channels : (k,)
+        The k neurons/channels of the report: of largest contribution :math:`c_j`
+        (``rank="contribution"``, the default) or of largest :math:`|\Delta_j|`
+        (``rank="deviation"``), in decreasing order.
+    contributions, deviations : (k,)
+        Their :math:`c_j` and their signed :math:`\Delta_j = R_j(x) - r_{c,j}`.
+    rank : str
+        How ``channels`` were chosen.
     heatmap : (H, W)
         Input relevance for the predicted class (output relevance one-hot, 1).
+    score_map : (H, W)
+        The contributions propagated to the pixels (:func:`score_maps`): where the
+        distance comes from; it sums to ``distance`` for a ResNet.
     concept_heatmaps : (k, H, W)
         CRP maps of the k channels (NERO's softmax-weighted output relevance).
     references : list of ConceptReference
@@ -262,6 +403,8 @@ class Report:
         Sum of ``heatmap`` divided by the relevance of the head inputs for the predicted
         class: the share that reaches the pixels (1 = conserved); the rest is absorbed by
         biases (and, for a ViT, kept by the learned class token).
+    score_conservation : float
+        Sum of ``score_map`` divided by ``distance``, the same check for the score map.
     """
 
     image: np.ndarray
@@ -271,17 +414,24 @@ class Report:
     predicted_class: int
     nearest_class: int
     distance: float
+    bias_term: float
+    norm_factor: float
     class_names: tuple[str, ...]
     relevance: np.ndarray
     centroid_relevance: np.ndarray
+    neuron_contributions: np.ndarray
     channels: np.ndarray
+    contributions: np.ndarray
     deviations: np.ndarray
+    rank: str
     heatmap: np.ndarray
+    score_map: np.ndarray
     concept_heatmaps: np.ndarray
     references: list[ConceptReference]
     layer: str
     method: str
     conservation: float
+    score_conservation: float
 
     @property
     def decision(self) -> str:
@@ -296,16 +446,25 @@ class Report:
         return self.class_names[self.nearest_class]
 
 
+def top_channels(decomposition: Decomposition, k: int, rank: Rank = "contribution") -> torch.Tensor:
+    r"""The k neurons per sample of largest contribution :math:`c_j` (``"contribution"``) or :math:`|\Delta_j|` (``"deviation"``), (N, k).
+
+    Ranking by contribution picks the neurons that make up the score; ranking by the
+    size of the deviation can pick neurons that contribute nothing (their deviation lies
+    along directions the PCA discards) or pull the sample *towards* the centroid.
+    """
+    if rank == "contribution":
+        values = decomposition.neurons
+    elif rank == "deviation":
+        values = decomposition.deviation.abs()
+    else:
+        raise ValueError(f"rank must be 'contribution' or 'deviation', got {rank!r}")
+    return values.topk(min(k, values.shape[1]), dim=1).indices
+
+
 def fit_threshold(detector: NeroDetector, id_outputs: Outputs, tpr: float = 0.95) -> float:
     """The score threshold that accepts a fraction ``tpr`` of held-out ID samples (95 % ID TPR)."""
     return threshold_at_tpr(detector.score(id_outputs), tpr)
-
-
-def _as_uint8(images: ImageSet | torch.Tensor) -> torch.Tensor:
-    images = images.images if isinstance(images, ImageSet) else images
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(f"images must be an ImageSet or a uint8 N×3×H×W tensor, got {images.dtype} {tuple(images.shape)}")
-    return images
 
 
 def _peak_box(heatmap: torch.Tensor, size: int) -> tuple[int, int, int, int]:
@@ -342,7 +501,7 @@ def reference_images(
     """
     device = resolve_device(device)
     model = model.to(device).eval()
-    images = _as_uint8(train_images)
+    images = image_tensor(train_images)
     channels = list(dict.fromkeys(int(c) for c in channels))
     if not channels:
         return {}
@@ -377,19 +536,6 @@ def reference_images(
     }
 
 
-def _centroid_relevance(detector: NeroDetector, train_outputs: Outputs | None) -> torch.Tensor:
-    """Per-class mean neuron relevance (C, D): from ``train_outputs``, else back-projected from the PCA centroids."""
-    if train_outputs is not None:
-        relevance = detector.relevance(train_outputs)[0]
-        labelled = train_outputs.labels >= 0
-        return class_means(relevance[labelled], train_outputs.labels[labelled], train_outputs.num_classes)
-    centroids = detector.centroids_
-    if detector.pca_ is not None:
-        centroids = torch.as_tensor(detector.pca_.inverse_transform(centroids.double().cpu().numpy()))
-    labels = detector.centroid_labels_.cpu()
-    return class_means(centroids.float().cpu(), labels, int(labels.max()) + 1)
-
-
 def explain(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
@@ -399,6 +545,7 @@ def explain(
     train_outputs: Outputs | None = None,
     train_images: ImageSet | torch.Tensor | None = None,
     k: int = 5,
+    rank: Rank = "contribution",
     n_references: int = 3,
     composite: Composite | None = None,
     class_names: Sequence[str] | None = None,
@@ -406,7 +553,7 @@ def explain(
     device: str | torch.device = "auto",
     batch_size: int = 32,
 ) -> list[Report]:
-    r"""One :class:`Report` per image: NERO score and decision, deviating neurons, CRP maps, references.
+    r"""One :class:`Report` per image: NERO score taken apart, score map, top neurons, CRP maps, references.
 
     Parameters
     ----------
@@ -416,15 +563,14 @@ def explain(
     threshold : float
         Decision threshold on the score (:func:`fit_threshold`); ``score < threshold`` → OOD.
     train_outputs : Outputs, optional
-        The detector's training outputs, for the exact class-mean relevance
-        :math:`\bar R_c`; without them :math:`\bar R_c` is the nearest centroid mapped
-        back through the PCA (the mean of the training relevance projected on the kept
-        components).
+        The detector's training outputs in the order of ``train_images`` (extracted from
+        them when omitted), for the reference images.
     train_images : ImageSet or uint8 tensor, optional
-        The images of ``train_outputs``, in the same order: reference images per concept
-        (none without them).
+        The training images: reference images per concept (none without them).
     k : int
-        Number of deviating neurons/channels to explain.
+        Number of neurons/channels to explain.
+    rank : ``"contribution"`` or ``"deviation"``
+        Choose them by contribution to the score (:func:`top_channels`) or by :math:`|\Delta_j|`.
     composite : zennit composite, optional
         :func:`default_composite` when omitted.
     method : ``"lrp"`` or ``"gradient_x_input (fallback)"``
@@ -435,21 +581,17 @@ def explain(
         raise ValueError(f"k must be a positive number of channels, got {k!r}")
     device = resolve_device(device)
     model = model.to(device).eval()
-    pixels = _as_uint8(images)
+    pixels = image_tensor(images)
     n = len(pixels)
     x = to_input(pixels, device)
     outputs = extract(model, x, device, progress=False)
-    score = detector.score(outputs)
+    parts = detector.decompose(outputs)
     relevance = detector.relevance(outputs)[0]
-    distances = torch.cdist(detector.project(outputs), detector.centroids_.to(relevance), p=1)
-    distance, nearest_centroid = distances.min(dim=1)
-    nearest = detector.centroid_labels_.to(device)[nearest_centroid]
-    means = _centroid_relevance(detector, train_outputs).to(relevance)
-    deviation = relevance - means[nearest]
-    k = min(k, relevance.shape[1])
-    channels = deviation.abs().topk(k, dim=1).indices
+    channels = top_channels(parts, k, rank)
+    k = channels.shape[1]
     predicted = outputs.predictions()
     head_input = head_relevance(outputs.features, outputs.weight, outputs.bias, target="predicted")[0].sum(dim=1)
+    references_relevance = detector.references_.to(relevance)[parts.centroid]
 
     # one batched CondAttribution pass: per image the full map (all channels) and k concepts
     layer = concept_layer(model)
@@ -464,16 +606,18 @@ def explain(
     repeated = x.repeat_interleave(k + 1, dim=0)
     arguments = dict(layer=layer, composite=composite, batch_size=batch_size)
     maps = _attribute(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
-    if method == LRP and not torch.isfinite(maps).all():
+    score_map = score_maps(model, pixels, detector, composite=composite, device=device, batch_size=batch_size)
+    if method == LRP and not (torch.isfinite(maps).all() and torch.isfinite(score_map).all()):
         warnings.warn("LRP gave non-finite relevance; falling back to gradient x input", RuntimeWarning, stacklevel=2)
         method = GRADIENT_X_INPUT
         maps = _attribute(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
+        score_map = score_gradient_maps(model, pixels, detector, device=device, batch_size=batch_size)
     maps = maps.view(n, k + 1, *maps.shape[1:]).cpu()
 
     references: dict[int, ConceptReference] = {}
     if train_images is not None and n_references > 0:
         if train_outputs is None:
-            train_outputs = extract(model, to_input(_as_uint8(train_images), device), device, progress=False)
+            train_outputs = extract(model, to_input(image_tensor(train_images), device), device, progress=False)
         references = reference_images(
             model,
             train_images,
@@ -488,27 +632,41 @@ def explain(
     if class_names is None:
         class_names = train_images.classes if isinstance(train_images, ImageSet) else None
     names = tuple(class_names) if class_names is not None else tuple(f"class {c}" for c in range(outputs.num_classes))
-
+    numpy = {
+        name: value.detach().cpu().numpy()
+        for name, value in dict(
+            score=parts.score, distance=parts.distance, bias=parts.bias, factor=parts.factor,
+            neurons=parts.neurons, deviation=parts.deviation, nearest=parts.nearest, relevance=relevance,
+            references=references_relevance, channels=channels, predicted=predicted, head_input=head_input,
+        ).items()
+    }
     return [
         Report(
             image=pixels[i].cpu().numpy(),
-            score=float(score[i]),
+            score=float(numpy["score"][i]),
             threshold=float(threshold),
-            is_ood=bool(score[i] < threshold),
-            predicted_class=int(predicted[i]),
-            nearest_class=int(nearest[i]),
-            distance=float(distance[i]),
+            is_ood=bool(numpy["score"][i] < threshold),
+            predicted_class=int(numpy["predicted"][i]),
+            nearest_class=int(numpy["nearest"][i]),
+            distance=float(numpy["distance"][i]),
+            bias_term=float(numpy["bias"][i]),
+            norm_factor=float(numpy["factor"][i]),
             class_names=names,
-            relevance=relevance[i].cpu().numpy(),
-            centroid_relevance=means[nearest[i]].cpu().numpy(),
-            channels=channels[i].cpu().numpy(),
-            deviations=deviation[i, channels[i]].cpu().numpy(),
+            relevance=numpy["relevance"][i],
+            centroid_relevance=numpy["references"][i],
+            neuron_contributions=numpy["neurons"][i],
+            channels=numpy["channels"][i],
+            contributions=numpy["neurons"][i, numpy["channels"][i]],
+            deviations=numpy["deviation"][i, numpy["channels"][i]],
+            rank=rank,
             heatmap=maps[i, 0].numpy(),
+            score_map=score_map[i].numpy(),
             concept_heatmaps=maps[i, 1:].numpy(),
-            references=[references[c] for c in channels[i].tolist() if c in references],
+            references=[references[c] for c in numpy["channels"][i].tolist() if c in references],
             layer=layer,
             method=method,
-            conservation=float(maps[i, 0].sum() / head_input[i].cpu()),
+            conservation=float(maps[i, 0].sum() / numpy["head_input"][i]),
+            score_conservation=float(score_map[i].sum() / numpy["distance"][i]),
         )
         for i in range(n)
     ]
@@ -547,31 +705,46 @@ def explain_cost(
     detector: NeroDetector,
     *,
     k: int = 5,
+    repeats: int = 3,
     device: str | torch.device = "auto",
     **kwargs,
 ) -> dict[str, float]:
-    """Seconds per image of one forward pass and of one :func:`explain` report, measured in the same run.
+    """Seconds per image of a forward pass, a score map and a full report, measured in the same run.
 
-    Returns ``forward_s``, ``report_s`` (per image, batched as given) and their ratio
-    ``relative``; ``kwargs`` go to :func:`explain` (e.g. ``train_images`` to include the
-    reference images). One warm-up forward pass is not timed.
+    The three are interleaved and repeated ``repeats`` times (after one untimed warm-up
+    of each); the figures are medians. Returns ``forward_s``, ``score_map_s``,
+    ``report_s`` (per image, batched as given) and the cost in forward passes,
+    ``score_map_relative`` and ``relative`` (the medians of the per-round ratios).
+    ``kwargs`` go to :func:`explain` (e.g. ``train_images`` to include the reference images).
     """
     device = resolve_device(device)
     model = model.to(device).eval()
-    pixels = _as_uint8(images)
+    pixels = image_tensor(images)
     x = to_input(pixels, device)
-    with torch.no_grad():
-        model(x[:1])
+
+    def timed(run) -> float:
         _synchronize(device)
         start = time.perf_counter()
-        model(x)
+        run()
         _synchronize(device)
-        forward = (time.perf_counter() - start) / len(pixels)
-    start = time.perf_counter()
-    explain(model, pixels, detector, threshold=-math.inf, k=k, device=device, **kwargs)
-    _synchronize(device)
-    report = (time.perf_counter() - start) / len(pixels)
-    return {"forward_s": forward, "report_s": report, "relative": report / forward}
+        return (time.perf_counter() - start) / len(pixels)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    runs = {
+        "forward_s": forward,
+        "score_map_s": lambda: score_maps(model, pixels, detector, device=device),
+        "report_s": lambda: explain(model, pixels, detector, threshold=-math.inf, k=k, device=device, **kwargs),
+    }
+    for run in runs.values():
+        run()
+    rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(repeats)]
+    result = {name: float(np.median([r[name] for r in rounds])) for name in runs}
+    result["score_map_relative"] = float(np.median([r["score_map_s"] / r["forward_s"] for r in rounds]))
+    result["relative"] = float(np.median([r["report_s"] / r["forward_s"] for r in rounds]))
+    return result
 
 
 def region_share(heatmaps, region) -> np.ndarray:
@@ -605,33 +778,40 @@ def _show_map(ax, heatmap: np.ndarray, image: np.ndarray, title: str) -> None:
 def plot_report(report: Report, *, max_references: int = 3):
     """One figure for one :class:`Report`.
 
-    Top row: the image with its score and decision, the input heatmap of the predicted
-    class, and the relevance profile :math:`R(x)` against the nearest class's mean
-    relevance with the top-k channels marked. One row per concept: its conditional
-    heatmap (red = positive relevance, blue = negative), then the peak patches of its
-    reference training images.
+    Top row: the image with its score and decision; the score map (where the distance
+    comes from); the input heatmap of the predicted class; and every neuron's
+    contribution :math:`c_j` to the distance, the report's k neurons marked, with the
+    decomposition ``score = -(distance + bias term) × norm factor`` in the title. One row
+    per concept: its conditional heatmap (red = positive relevance, blue = negative),
+    then the peak patches of its reference training images.
     """
     import matplotlib.pyplot as plt
 
     k = len(report.channels)
-    columns = max(3, 1 + max_references)
+    columns = max(4, 1 + max_references)
     fig = plt.figure(figsize=(2.0 * columns + 2.5, 2.0 * (k + 1)), constrained_layout=True)
     grid = fig.add_gridspec(k + 1, columns)
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(report.image.transpose(1, 2, 0))
     ax.set_title(f"{report.decision}: score {report.score:.3g}\n(threshold {report.threshold:.3g})", fontsize=8)
     ax.axis("off")
+    _show_map(fig.add_subplot(grid[0, 1]), report.score_map, report.image, f"score map\nnearest {report.nearest_name}")
     title = f"{report.method} map\npredicted {report.predicted_name}"
-    _show_map(fig.add_subplot(grid[0, 1]), report.heatmap, report.image, title)
-    ax = fig.add_subplot(grid[0, 2:])
-    ax.plot(report.relevance, lw=0.8, label="this image $R(x)$")
-    ax.plot(report.centroid_relevance, lw=0.8, label=f"mean of {report.nearest_name}")
-    ax.scatter(report.channels, report.relevance[report.channels], color="k", s=12, zorder=3, label=f"top {k}")
+    _show_map(fig.add_subplot(grid[0, 2]), report.heatmap, report.image, title)
+    ax = fig.add_subplot(grid[0, 3:])
+    ax.bar(np.arange(len(report.neuron_contributions)), report.neuron_contributions, width=1.0, color="grey")
+    ax.bar(report.channels, report.contributions, width=3.0, color="crimson", label=f"top {k} ({report.rank})")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_title(
+        f"-(d {report.distance:.3g} + bias {report.bias_term:.3g}) × f {report.norm_factor:.3g}", fontsize=8
+    )
     ax.set_xlabel(f"neuron / channel of {report.layer}")
-    ax.set_ylabel("relevance")
+    ax.set_ylabel("contribution $c_j$ to d")
     ax.legend(fontsize=7)
-    for row, (channel, delta) in enumerate(zip(report.channels, report.deviations), start=1):
-        title = f"channel {channel}\nΔ = {delta:+.3g}"
+    for row, (channel, contribution, delta) in enumerate(
+        zip(report.channels, report.contributions, report.deviations), start=1
+    ):
+        title = f"channel {channel}\nc = {contribution:+.3g}, Δ = {delta:+.3g}"
         _show_map(fig.add_subplot(grid[row, 0]), report.concept_heatmaps[row - 1], report.image, title)
         refs = next((r for r in report.references if r.channel == channel), None)
         if refs is None:

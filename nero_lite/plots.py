@@ -1,4 +1,4 @@
-"""The figures of the book: image grids, training curves, confusion matrices, score histograms."""
+"""The figures of the book: image grids, training curves, confusion matrices, score histograms, explanation maps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from sklearn.metrics import confusion_matrix as _confusion_matrix
 from .data import ImageSet, Splits
 from .outputs import Outputs
 
-__all__ = ["image_grid", "training_curves", "confusion_matrix", "score_histograms", "study_bars", "show_images", "mean_maps"]
+__all__ = [
+    "class_profiles",
+    "confusion_matrix",
+    "image_grid",
+    "maps_with_masks",
+    "mean_maps",
+    "projection_2d",
+    "relevance_profile",
+    "restoration",
+    "score_histograms",
+    "show_images",
+    "study_bars",
+    "training_curves",
+]
 
 
 def _numpy(x) -> np.ndarray:
@@ -187,4 +200,57 @@ def mean_maps(maps: dict[str, np.ndarray], region=None, title: str = "mean |rele
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label=title)
+    return fig
+
+
+def maps_with_masks(images, masks, maps: dict, counterfactuals=None, size: float = 1.5) -> plt.Figure:
+    """One row per image: the image with its finding's outline, its counterfactual (if given), then each map.
+
+    ``maps`` is ``{kind: (N, H, W)}``; every map is drawn on its own symmetric scale (red
+    positive, blue negative) with the mask outlined in black.
+    """
+    images, masks = _numpy(images), _numpy(masks)
+    columns = 1 + (counterfactuals is not None) + len(maps)
+    fig, axes = plt.subplots(len(images), columns, figsize=(size * columns, size * len(images)), squeeze=False)
+    for i, row in enumerate(axes):
+        row[0].imshow(images[i].transpose(1, 2, 0))
+        row[0].contour(masks[i], levels=[0.5], colors="cyan", linewidths=0.8)
+        panels = [("image, finding", None)]
+        if counterfactuals is not None:
+            row[1].imshow(_numpy(counterfactuals[i]).transpose(1, 2, 0))
+            panels.append(("without it", None))
+        for ax, (kind, kind_maps) in zip(row[len(panels):], maps.items()):
+            heatmap = _numpy(kind_maps[i])
+            limit = float(np.abs(heatmap).max()) or 1.0
+            ax.imshow(heatmap, cmap="bwr", vmin=-limit, vmax=limit)
+            ax.contour(masks[i], levels=[0.5], colors="k", linewidths=0.6)
+            panels.append((kind, None))
+        for ax, (title, _) in zip(row, panels):
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def restoration(curves: pd.DataFrame, title: str = "restoration curves") -> plt.Figure:
+    """Mean gain of the log score against the replaced fraction, one panel per class, one line per map kind.
+
+    ``curves`` has the columns of ``Benchmark.curves`` (:func:`nero_lite.faithfulness.benchmark`); the
+    shaded band is ± one standard deviation over seeds.
+    """
+    classes = list(dict.fromkeys(curves["class"]))
+    fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], classes):
+        part = curves[curves["class"] == name]
+        for kind in dict.fromkeys(part["map"]):
+            stats = part[part["map"] == kind].groupby("fraction").gain.agg(["mean", "std"]).fillna(0.0)
+            style = dict(ls="--", color="grey") if kind == "random" else {}
+            ax.plot(100 * stats.index, stats["mean"], marker=".", label=kind, **style)
+            ax.fill_between(100 * stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="% of the image replaced (most relevant first)", ylabel="gain in −log S(x)", title=name)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -19,11 +19,15 @@ from nero_lite.explain import (
     concept_heatmaps,
     explain,
     fit_threshold,
+    lrp_maps,
     plot_report,
     randomize_head,
     region_share,
+    score_gradient_maps,
+    score_maps,
 )
 from nero_lite.models import create_model, extract
+from nero_lite.outputs import Outputs
 from nero_lite.relevance import output_relevance
 
 matplotlib.use("Agg")
@@ -45,9 +49,8 @@ def train(images) -> ImageSet:
     return ImageSet(images[:32], torch.arange(32) % 3, CLASSES)
 
 
-@pytest.fixture(scope="module")
-def resnet() -> torch.nn.Module:
-    """Random timm ResNet-18 with non-trivial batch-norm statistics whose merged biases vanish.
+def bias_free_resnet(arch: str) -> torch.nn.Module:
+    """Random timm ResNet with non-trivial batch-norm statistics whose merged biases vanish.
 
     Running statistics come from a few forward passes in train mode. The scales are
     random: timm initialises the last batch norm of every block to zero, which switches
@@ -57,7 +60,7 @@ def resnet() -> torch.nn.Module:
     error is the canonizer's.
     """
     torch.manual_seed(0)
-    model = create_model("resnet18", len(CLASSES)).train()
+    model = create_model(arch, len(CLASSES)).train()
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(16, 3, 64, 64) * 2 + 0.5)
@@ -66,6 +69,17 @@ def resnet() -> torch.nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.copy_(module.running_mean * module.weight / (module.running_var + module.eps).sqrt())
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def resnet() -> torch.nn.Module:
+    return bias_free_resnet("resnet18")
+
+
+@pytest.fixture(scope="module")
+def resnet_d() -> torch.nn.Module:
+    """timm's ResNet-18-D: a deep stem and average pooling before each 1×1 shortcut convolution."""
+    return bias_free_resnet("resnet18d")
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +127,14 @@ def test_timm_resnet_canonizer_conserves_relevance(resnet, images):
     assert torchvision > 10 and plain > 10
 
 
+def test_timm_resnet_canonizer_conserves_through_the_average_pool_shortcut(resnet_d, images):
+    x = to_input(images[:2])
+    assert isinstance(resnet_d.layer2[0].downsample[0], torch.nn.AvgPool2d)
+    assert relative_error(resnet_d, x, resnet_composite(), resnet_d.global_pool) < 1e-3
+    # without the canonizer the in-place residual sums double the relevance, as for ResNet-18
+    assert relative_error(resnet_d, x, EpsilonPlusFlat(), resnet_d.global_pool) > 10
+
+
 def test_bias_free_zplus_conserves_with_biases(resnet, images):
     biased = copy.deepcopy(resnet)
     with torch.no_grad():
@@ -152,9 +174,16 @@ def test_resnet_report(resnet, images, train):
         assert np.isfinite(report.heatmap).all() and np.isfinite(report.concept_heatmaps).all()
         assert report.conservation == pytest.approx(1, abs=1e-3)
         assert report.is_ood == (report.score < threshold)
-        # deviations from the class mean, largest magnitude first, signed
-        assert np.all(np.diff(np.abs(report.deviations)) <= 1e-7)
+        # the score taken apart: contributions sum to the distance; the largest ones are listed, signed
+        assert report.score == pytest.approx(-(report.distance + report.bias_term) * report.norm_factor, rel=1e-5)
+        assert report.neuron_contributions.sum() == pytest.approx(report.distance, rel=1e-5)
+        assert report.rank == "contribution" and np.all(np.diff(report.contributions) <= 1e-7)
+        assert report.contributions[0] == pytest.approx(report.neuron_contributions.max())
         np.testing.assert_allclose(report.deviations, report.relevance[report.channels] - report.centroid_relevance[report.channels], rtol=1e-5, atol=1e-6)
+        # the score map carries the distance to the pixels
+        assert report.score_map.shape == (64, 64)
+        assert report.score_conservation == pytest.approx(1, abs=1e-3)
+        assert report.score_map.sum() == pytest.approx(report.distance, rel=1e-3)
         # CRP: the map of channel j carries NERO's neuron relevance R_j, and the k maps together
         # carry the layer relevance restricted to those channels
         sums = report.concept_heatmaps.sum(axis=(1, 2))
@@ -169,8 +198,15 @@ def test_resnet_report(resnet, images, train):
             assert reference.images.shape == (2, 3, 64, 64) and all(p.shape == (32, 32, 3) for p in reference.patches())
         assert [ref.channel for ref in report.references] == report.channels.tolist()
     figure = plot_report(reports[0], max_references=2)
-    assert len(figure.axes) == 3 + 4 * 3
+    assert len(figure.axes) == 4 + 4 * 3
     matplotlib.pyplot.close(figure)
+    # ranking by the size of the deviation instead: largest |Delta| first
+    by_deviation = explain(resnet, images[32:34], detector, threshold=threshold, k=4, rank="deviation", device="cpu")
+    for report in by_deviation:
+        assert report.rank == "deviation" and np.all(np.diff(np.abs(report.deviations)) <= 1e-7)
+        assert np.abs(report.deviations)[0] == pytest.approx(np.abs(report.relevance - report.centroid_relevance).max())
+    with pytest.raises(ValueError, match="rank"):
+        explain(resnet, images[32:33], detector, threshold=threshold, rank="size", device="cpu")
 
 
 def test_concept_heatmaps_for_chosen_channels(resnet, train):
@@ -261,3 +297,56 @@ def test_region_share_of_hand_made_maps():
     assert region_share(np.zeros((4, 4)), region) == 0.0
     with pytest.raises(ValueError, match="region"):
         region_share(maps, region[:2])
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet18d"])
+def test_score_maps_carry_the_distance_to_the_pixels(arch, resnet, resnet_d, images, train):
+    model = {"resnet18": resnet, "resnet18d": resnet_d}[arch]
+    detector, _ = fitted(model, train)
+    maps = score_maps(model, images[32:], detector, device="cpu", batch_size=3)
+    distance = detector.decompose(extract(model, to_input(images[32:]), "cpu", progress=False)).distance
+    assert maps.shape == (8, 64, 64)
+    # conserved, up to the contributions of channels that are zero everywhere (4-6 % of them here;
+    # the average pool has no position to give their relevance to) and of dead units further down
+    error = (maps.sum(dim=(1, 2)) - distance).abs() / distance
+    assert float(error.median()) < 1e-3 and float(error.max()) < 2e-2
+    # batching changes nothing
+    torch.testing.assert_close(score_maps(model, images[32:34], detector, device="cpu"), maps[:2], rtol=1e-4, atol=1e-7)
+
+
+def test_score_gradient_maps_sum_to_the_derivative_along_the_input(resnet, images, train):
+    """Gradient × input summed over the pixels is d/dt S(t x) at t = 1: checked by finite differences."""
+    detector, _ = fitted(resnet, train)
+    maps = score_gradient_maps(resnet, images[32:35], detector, device="cpu")
+    x = to_input(images[32:35]).double()
+    model = copy.deepcopy(resnet).double()
+
+    def outputs(inputs, labels=None):
+        with torch.no_grad():
+            features = model.forward_head(model.forward_features(inputs), pre_logits=True)
+        return Outputs(features, model.fc(features), labels, model.fc.weight, model.fc.bias)
+
+    d64 = detectors.create("nero", pca_fraction=detector.pca_fraction)
+    d64.fit(outputs(to_input(train.images).double(), train.labels))
+    step = 1e-5
+
+    def outlier(scale):
+        return -d64.score(outputs(x * scale))
+
+    finite = (outlier(1 + step) - outlier(1 - step)) / (2 * step)
+    torch.testing.assert_close(maps.sum(dim=(1, 2)).double(), finite, rtol=2e-3, atol=1e-5)
+
+
+def test_lrp_maps_are_the_report_heatmap(resnet, images, train):
+    """Two routes: a plain composite backward pass and CondAttribution over all channels of layer4."""
+    detector, _ = fitted(resnet, train)
+    reports = explain(resnet, images[32:34], detector, threshold=0.0, k=1, device="cpu")
+    maps = lrp_maps(resnet, images[32:34], device="cpu")
+    np.testing.assert_allclose(maps.numpy(), np.stack([r.heatmap for r in reports]), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(maps.numpy(), np.stack([r.heatmap for r in reports]), rtol=1e-4, atol=1e-7)
+
+
+def test_vit_score_maps_are_finite(vit, images, train):
+    detector, _ = fitted(vit, train)
+    maps = score_maps(vit, images[32:34], detector, device="cpu")
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all() and maps.abs().sum() > 0
