@@ -333,7 +333,7 @@ def compare_maps(
     return MapComparison(maps, pd.concat(rows, ignore_index=True), curves, tuple(fractions))
 
 
-#: OOD classes with a local finding, per data set: what :func:`benchmark` explains.
+#: What :func:`benchmark` explains, per data set (the OOD classes with a local finding).
 LOCAL_FINDINGS = {"synthetic": ("polyp", "ulcer"), "hyperkvasir": ("polyps",)}
 #: Maps whose fixed pattern :func:`benchmark` measures (the model's own maps; random and centre have none).
 GRID_MAPS = ("score map", "gradient × input", "input LRP")

@@ -76,7 +76,7 @@ class Decomposition:
 
     @property
     def score(self) -> torch.Tensor:
-        """:math:`-S(x)`, equal to :meth:`NeroDetector.score` (higher = more in-distribution)."""
+        """:math:`-S(x)`, equal to :meth:`~nero_lite.detectors.base.Detector.score` (higher = more in-distribution)."""
         return -self.outlier_score
 
 
@@ -252,13 +252,13 @@ class NeroDetector(Detector):
 
         Without PCA, :math:`c_j = |\Delta_j|`. With the bias term :math:`\lambda|R_b|` and
         the norm factor :math:`f(x)` of the class docstring,
-        ``-(neurons.sum(1) + bias) * factor`` equals :meth:`score` (up to rounding) for
+        ``-(neurons.sum(1) + bias) * factor`` equals ``score(outputs)`` (up to rounding) for
         every sample and every ablation switch. A :math:`c_j` can be negative: the neuron
         then brings the sample closer to the centroid. Neurons along directions the PCA
         discards contribute nothing however large :math:`|\Delta_j|` is, which is why
         ranking neurons by :math:`|\Delta_j|` does not explain the score.
 
-        Unlike :meth:`score`, this runs with autograd enabled when ``outputs`` requires
+        Unlike ``score``, this runs with autograd enabled when ``outputs`` requires
         gradients (for gradient-based maps of the score).
         """
         outputs = self._check(outputs)
