@@ -128,9 +128,23 @@ class BiasFreeZPlus(BasicHook):
     As zennit's ``ZPlus`` (which is :math:`\alpha_1\beta_0` and also lets negative inputs
     meet negative weights), but the bias is left out of the denominator, so
     :math:`\sum_i R_i = \sum_j R_j` wherever the denominator is non-zero.
+
+    ``non_negative=True`` keeps only the :math:`x^+ w^+` terms: for a layer whose inputs
+    are never negative (every convolution of a ResNet after the first reads the output of
+    a ReLU, or an average of such outputs) the :math:`x^- w^-` terms are exactly zero, and
+    leaving them out halves the cost of the rule with the same result.
     """
 
-    def __init__(self):
+    def __init__(self, non_negative: bool = False):
+        if non_negative:
+            super().__init__(
+                input_modifiers=[lambda x: x.clamp(min=0)],
+                param_modifiers=[_without_bias(lambda w: w.clamp(min=0))],
+                output_modifiers=[lambda output: output],
+                gradient_mapper=lambda out_grad, outputs: [out_grad / stabilize(outputs[0])],
+                reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+            )
+            return
         super().__init__(
             input_modifiers=[lambda x: x.clamp(min=0), lambda x: x.clamp(max=0)],
             param_modifiers=[_without_bias(lambda w: w.clamp(min=0)), _without_bias(lambda w: w.clamp(max=0))],
@@ -143,11 +157,12 @@ class BiasFreeZPlus(BasicHook):
 def resnet_composite(epsilon: float = 1e-6) -> SpecialFirstLayerMapComposite:
     """``EpsilonPlusFlat`` with :class:`BiasFreeZPlus` on the convolutions, and :class:`TimmResNetCanonizer`.
 
-    Flat rule on the first convolution, bias-free :math:`z^+` on the others, ε on the
-    linear head, proportional split at the residual sums and the global average pool.
-    Relevance is conserved from the head input to the pixels.
+    Flat rule on the first convolution, bias-free :math:`z^+` on the others (whose inputs
+    are non-negative: ``non_negative=True``), ε on the linear head, proportional split at
+    the residual sums and the global average pool. Relevance is conserved from the head
+    input to the pixels.
     """
-    layer_map = LAYER_MAP_BASE + [(Convolution, BiasFreeZPlus()), (nn.Linear, Epsilon(epsilon=epsilon))]
+    layer_map = LAYER_MAP_BASE + [(Convolution, BiasFreeZPlus(non_negative=True)), (nn.Linear, Epsilon(epsilon=epsilon))]
     return SpecialFirstLayerMapComposite(layer_map, [(Linear, Flat())], canonizers=[TimmResNetCanonizer()])
 
 

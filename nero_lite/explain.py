@@ -709,12 +709,14 @@ def explain_cost(
     device: str | torch.device = "auto",
     **kwargs,
 ) -> dict[str, float]:
-    """Seconds per image of a forward pass, a score map and a full report, measured in the same run.
+    """Seconds per image of a forward pass, a score map, gradient × input of the score and a full report, in one run.
 
-    The three are interleaved and repeated ``repeats`` times (after one untimed warm-up
+    The four are interleaved and repeated ``repeats`` times (after one untimed warm-up
     of each); the figures are medians. Returns ``forward_s``, ``score_map_s``,
-    ``report_s`` (per image, batched as given) and the cost in forward passes,
-    ``score_map_relative`` and ``relative`` (the medians of the per-round ratios).
+    ``gradient_map_s`` (a plain forward and backward pass: the reference for the cost of
+    the LRP rules), ``report_s`` (per image, batched as given) and the cost in forward
+    passes, ``score_map_relative``, ``gradient_map_relative`` and ``relative`` (the
+    medians of the per-round ratios).
     ``kwargs`` go to :func:`explain` (e.g. ``train_images`` to include the reference images).
     """
     device = resolve_device(device)
@@ -736,13 +738,15 @@ def explain_cost(
     runs = {
         "forward_s": forward,
         "score_map_s": lambda: score_maps(model, pixels, detector, device=device),
+        "gradient_map_s": lambda: score_gradient_maps(model, pixels, detector, device=device),
         "report_s": lambda: explain(model, pixels, detector, threshold=-math.inf, k=k, device=device, **kwargs),
     }
     for run in runs.values():
         run()
     rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(repeats)]
     result = {name: float(np.median([r[name] for r in rounds])) for name in runs}
-    result["score_map_relative"] = float(np.median([r["score_map_s"] / r["forward_s"] for r in rounds]))
+    for name in ("score_map", "gradient_map"):
+        result[f"{name}_relative"] = float(np.median([r[f"{name}_s"] / r["forward_s"] for r in rounds]))
     result["relative"] = float(np.median([r["report_s"] / r["forward_s"] for r in rounds]))
     return result
 

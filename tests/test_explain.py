@@ -350,3 +350,19 @@ def test_vit_score_maps_are_finite(vit, images, train):
     detector, _ = fitted(vit, train)
     maps = score_maps(vit, images[32:34], detector, device="cpu")
     assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all() and maps.abs().sum() > 0
+
+
+def test_single_branch_zplus_equals_the_full_rule_on_resnets(resnet_d, images):
+    """Every convolution of a ResNet but the first reads non-negative inputs: the x⁻w⁻ branch adds nothing."""
+    from zennit.composites import LAYER_MAP_BASE, SpecialFirstLayerMapComposite
+    from zennit.rules import Epsilon, Flat
+    from zennit.types import Convolution, Linear
+
+    from nero_lite.canonizers import BiasFreeZPlus
+
+    full = SpecialFirstLayerMapComposite(
+        LAYER_MAP_BASE + [(Convolution, BiasFreeZPlus()), (torch.nn.Linear, Epsilon(epsilon=1e-6))],
+        [(Linear, Flat())], canonizers=[TimmResNetCanonizer()],
+    )
+    expected = lrp_maps(resnet_d, images[:3], composite=full, device="cpu")
+    torch.testing.assert_close(lrp_maps(resnet_d, images[:3], device="cpu"), expected, rtol=1e-5, atol=1e-8)
