@@ -9,6 +9,13 @@ CHECK_STAMP := $(VENV)/.installed-check
 # django-static-mathjax wheel on PyPI (MathJax 3.2.2, plain JavaScript; Django is not needed).
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# CI executes every chapter once: with EXECUTED=1, `make notebooks` writes nbmake's outputs
+# into book/*.ipynb (--overwrite) and `make book` renders those outputs instead of executing
+# the chapters again (execute_notebooks "off" in a copy of _config.yml). Without it, `make book`
+# executes every chapter itself, as on a fresh clone.
+EXECUTED ?=
+# beside _config.yml: the book resolves local_extensions relative to its configuration file
+EXECUTED_CONFIG := _config.executed.yml
 
 .PHONY: setup versions test unit notebooks book mathjax browser check-book clean
 
@@ -27,7 +34,7 @@ unit: setup
 	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser
 
 notebooks: setup
-	$(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider
+	$(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider $(if $(EXECUTED),--overwrite)
 
 test: versions unit notebooks
 
@@ -40,7 +47,17 @@ $(MATHJAX): $(STAMP)
 mathjax: $(MATHJAX)
 
 book: setup $(MATHJAX)
+ifeq ($(EXECUTED),)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+else
+	@$(PY) -c "import json, pathlib, sys; \
+	unrun = [str(p) for p in sorted(pathlib.Path('book').glob('*.ipynb')) \
+	         if not any(c.get('outputs') for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'code')]; \
+	sys.exit(f'book: EXECUTED=1 but never executed (run make notebooks EXECUTED=1 first): {unrun}' if unrun else 0)"
+	@sed 's/^\(  execute_notebooks:\).*/\1 "off"/' _config.yml > $(EXECUTED_CONFIG)
+	@grep -q 'execute_notebooks: "off"' $(EXECUTED_CONFIG) || { echo "book: could not switch execution off in $(EXECUTED_CONFIG)"; exit 1; }
+	$(VENV)/bin/jupyter-book build . --config $(EXECUTED_CONFIG) -W -n --keep-going
+endif
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
 # The reader's check: Debian's chromium + chromium-driver (never a downloaded browser) and Selenium.

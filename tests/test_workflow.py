@@ -52,8 +52,26 @@ def test_permissions_allow_a_pages_deployment_and_nothing_more(workflow):
     assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
 
 
+def _commands(script: str) -> list[str]:
+    return [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
 def test_ci_script_and_makefile_agree_with_the_workflow():
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = _commands((ROOT / ".ci" / "run").read_text())
     makefile = (ROOT / "Makefile").read_text()
-    assert ci.index("make test") < ci.index("make book") < ci.index("make check-book")
+    order = [next(i for i, line in enumerate(ci) if line.startswith(f"make {target}")) for target in ("test", "book", "check-book")]
+    assert order == sorted(order)
     assert "check-book:" in makefile and "--ignore=tests/browser" in makefile
+
+
+def test_ci_and_the_workflow_execute_every_chapter_once(workflow):
+    """nbmake keeps its outputs and the book renders them: both steps say EXECUTED=1, in both places."""
+    runs = _runs(workflow["jobs"]["build"])
+    ci = _commands((ROOT / ".ci" / "run").read_text())
+    for commands in (runs, ci):
+        for target in ("test", "book"):
+            line = next(c for c in commands if c.startswith(f"make {target} ") or c == f"make {target}")
+            assert "EXECUTED=1" in line.split(), line
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(if $(EXECUTED),--overwrite)" in makefile
+    assert 'execute_notebooks: "off"' in makefile and "--config $(EXECUTED_CONFIG)" in makefile
