@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -43,10 +44,14 @@ def _forward_seconds(model, images, device, batch_size: int) -> float:
 
 
 def throughput(model, imageset, nero, device, batch_size: int = 256, repeats: int = 3) -> dict[str, float]:
-    """Images per second of a plain forward pass and of extract + NERO score (best of ``repeats``)."""
+    """Images per second of a plain forward pass and of extract + NERO score, in one run.
+
+    After one untimed warm-up of each, the two are interleaved ``repeats`` times over the
+    same images (forward, extract + score, forward, ...). The images/s are medians over the
+    rounds, and ``ratio_extract_nero_to_forward`` is the median of the per-round ratios
+    :math:`t_\\text{forward} / t_\\text{extract+NERO}` (1 = as fast as a forward pass).
+    """
     model = model.to(device).eval()
-    _forward_seconds(model, imageset.images[:batch_size], device, batch_size)  # warm-up
-    forward = min(_forward_seconds(model, imageset.images, device, batch_size) for _ in range(repeats))
 
     def extract_and_score() -> float:
         _synchronize(device)
@@ -55,13 +60,15 @@ def throughput(model, imageset, nero, device, batch_size: int = 256, repeats: in
         _synchronize(device)
         return time.perf_counter() - start
 
-    nero_seconds = min(extract_and_score() for _ in range(repeats))
+    _forward_seconds(model, imageset.images[:batch_size], device, batch_size)  # warm-up
+    extract_and_score()
+    rounds = [(_forward_seconds(model, imageset.images, device, batch_size), extract_and_score()) for _ in range(repeats)]
     n = len(imageset)
     return {
         "images": n,
-        "forward_images_per_s": n / forward,
-        "extract_nero_images_per_s": n / nero_seconds,
-        "ratio_extract_nero_to_forward": forward / nero_seconds,
+        "forward_images_per_s": n / statistics.median(forward for forward, _ in rounds),
+        "extract_nero_images_per_s": n / statistics.median(nero_s for _, nero_s in rounds),
+        "ratio_extract_nero_to_forward": statistics.median(forward / nero_s for forward, nero_s in rounds),
     }
 
 

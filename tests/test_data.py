@@ -62,10 +62,13 @@ def test_generate_class_rejects_unknown_names():
         synthetic.generate_class("stomach", 2)
 
 
-def test_default_config_matches_the_required_counts():
-    assert synthetic.DEFAULT_CONFIG.n_train >= 600
-    assert synthetic.DEFAULT_CONFIG.n_test >= 200
-    assert synthetic.DEFAULT_CONFIG.n_ood >= 200
+def test_every_class_gets_the_configured_counts():
+    parts = synthetic.generate(SyntheticConfig(n_train=5, n_test=2, n_ood=3), size=16)
+    plan = {"train": (synthetic.ID_CLASSES, 5), "test": (synthetic.ID_CLASSES, 2), "ood": (synthetic.OOD_CLASSES, 3)}
+    for split, (classes, count) in plan.items():
+        images, labels = parts[split]
+        assert images.shape == (count * len(classes), 3, 16, 16) and images.dtype == torch.uint8
+        assert torch.bincount(labels, minlength=len(classes)).tolist() == [count] * len(classes)
 
 
 def test_ood_ground_truth_matches_the_ood_split():

@@ -98,17 +98,23 @@ def test_all_72_transforms_are_distinct_and_per_sample_labels_apply():
 # --------------------------------------------------------------------------- networks
 def test_feature_taps_come_from_one_forward_pass_with_the_expected_shapes():
     f = semisup.WideResNet(num_outputs=8, width=4, blocks=2).eval()
+    tapped = [f.group1, f.group2, f.group3, f.pool]
     calls = []
-    f.register_forward_hook(lambda *args: calls.append(1))
+    f.register_forward_hook(lambda *args: calls.append("f"))
+    for module in tapped:
+        module.register_forward_hook(lambda module, *args: calls.append(module))
     x = torch.randn(5, 3, 16, 16)
     feats = semisup.tap_features(f, x, ("z1", "z2", "z3", "z4", "softmax"))
-    assert len(calls) == 1
+    assert calls == [*tapped, "f"]  # one pass through every tapped module
     assert {k: tuple(v.shape) for k, v in feats.items()} == {
         "z1": (5, 4, 16, 16), "z2": (5, 8, 8, 8), "z3": (5, 16, 4, 4), "z4": (5, 16), "softmax": (5, 8),
     }  # fmt: skip
     with torch.no_grad():
         torch.testing.assert_close(feats["softmax"], f(x).softmax(1))
-    assert not f._forward_hooks or len(f._forward_hooks) == 1  # the taps removed their hooks
+    calls.clear()
+    f(x)
+    assert calls == [*tapped, "f"]  # the taps removed their own hooks and left the others
+    assert [len(module._forward_hooks) for module in tapped] == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="unknown feature"):
         semisup.tap_features(f, x, ("z5",))
 
