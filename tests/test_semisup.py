@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nero_lite import semisup
+from nero_lite import detectors, semisup
 from nero_lite.data import ImageSet, Splits
 from nero_lite.metrics import auroc
 from nero_lite.semisup import GeometricTransforms, Transform
@@ -195,7 +195,8 @@ def test_bad_input_is_refused_with_a_named_error(geom):
     with pytest.raises(ValueError, match="layers must be"):
         semisup.IntermediateLayerDetector(geom, layers=("z7",), **options).fit(train, outliers)
     unfitted = semisup.GeomDetector(TINY, **options)
-    with pytest.raises(semisup.NotFittedError):
+    assert semisup.NotFittedError is detectors.NotFittedError  # one exception for every detector of the package
+    with pytest.raises(detectors.NotFittedError):
         unfitted.score(train)
     with pytest.raises(semisup.NotFittedError):
         semisup.IntermediateLayerDetector(unfitted, **options).fit(train, outliers)
@@ -275,3 +276,13 @@ def test_run_protocol_and_summary():
     )
     summary = semisup.summarize(table)  # per seed: mean over classes 0.7 and 0.9
     assert summary.loc["a", "mean"] == pytest.approx(0.8) and summary.loc["a", "std"] == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_detectors_store_their_arguments_and_derive_their_repr():
+    """scikit-learn conventions, as in nero_lite.detectors: __init__ stores, the repr comes from the signature."""
+    geom = semisup.GeomDetector(TINY, seed=3)
+    assert geom.config is TINY and semisup.GeomDetector().config is None
+    assert repr(semisup.GeomDetector(seed=3, outlier_exposure=True)) == "GeomDetector(outlier_exposure=True, seed=3)"
+    head = semisup.IntermediateLayerDetector(geom, layers=("z1",))
+    assert head.config is None and repr(head) == "IntermediateLayerDetector(layers=('z1',))"
+    assert repr(semisup.BceDetector(seed=1)) == "BceDetector(seed=1)"

@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 
 from ..outputs import Outputs
 
-__all__ = ["Detector", "NotFittedError", "Paper", "check_outputs", "check_positive", "class_means", "labelled"]
+__all__ = ["Detector", "NotFittedError", "Paper", "check_outputs", "check_positive", "class_means", "labelled", "signature_repr"]
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,21 @@ class Detector:
         return outputs
 
     def __repr__(self) -> str:
-        changed = [
-            f"{p.name}={getattr(self, p.name)!r}"
-            for p in inspect.signature(type(self).__init__).parameters.values()
-            if p.default is not inspect.Parameter.empty and getattr(self, p.name) != p.default
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
+        return signature_repr(self)
+
+
+def signature_repr(obj) -> str:
+    """``Name(a=1)``: the keyword arguments of ``__init__`` whose stored value differs from the default.
+
+    scikit-learn style, for any object whose ``__init__`` stores its arguments unchanged
+    under their own names (the detectors here and in :mod:`nero_lite.semisup`).
+    """
+    changed = [
+        f"{p.name}={getattr(obj, p.name)!r}"
+        for p in inspect.signature(type(obj).__init__).parameters.values()
+        if p.default is not inspect.Parameter.empty and getattr(obj, p.name) != p.default
+    ]
+    return f"{type(obj).__name__}({', '.join(changed)})"
 
 
 def check_outputs(outputs: Outputs, name: str) -> Outputs:

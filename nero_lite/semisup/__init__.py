@@ -24,12 +24,12 @@ A chapter's run::
 All scores: higher = more in-distribution.
 """
 
+from ..detectors.base import NotFittedError
 from .detectors import (
     PROPOSED_LAYERS,
     BceDetector,
     GeomDetector,
     IntermediateLayerDetector,
-    NotFittedError,
     SemisupConfig,
 )
 from .networks import GNet, WideResNet, tap_features

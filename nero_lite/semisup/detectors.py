@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet, cache_dir, to_input
+from ..detectors.base import NotFittedError, signature_repr
 from ..models import _atomic_write, resolve_device
 from .networks import GNet, WideResNet, tap_features
 from .transforms import GeometricTransforms, geometric_transforms
@@ -46,16 +47,11 @@ __all__ = [
     "BceDetector",
     "GeomDetector",
     "IntermediateLayerDetector",
-    "NotFittedError",
     "SemisupConfig",
 ]
 
 PROPOSED_LAYERS = ("z1", "z2", "z3", "z4")
 _CACHE_VERSION = "1"
-
-
-class NotFittedError(RuntimeError):
-    """A detector was used before ``fit`` (or with an unfitted GEOM network)."""
 
 
 @dataclass(frozen=True)
@@ -197,11 +193,6 @@ def _train_or_load(name: str, key: dict, network: nn.Module, train: Callable[[],
     return history, seconds, False
 
 
-def _repr(obj, defaults: dict) -> str:
-    shown = [f"{k}={getattr(obj, k)!r}" for k, v in defaults.items() if getattr(obj, k) != v]
-    return f"{type(obj).__name__}({', '.join(shown)})"
-
-
 class GeomDetector:
     """GEOM: a transform classifier f trained on ID images; GEOM+ with ``outlier_exposure=True``.
 
@@ -252,15 +243,19 @@ class GeomDetector:
         cache: bool = True,
         progress: bool = True,
     ):
-        self.config = config or SemisupConfig()
+        self.config = config
         self.outlier_exposure = outlier_exposure
         self.seed = seed
         self.device = device
         self.cache = cache
         self.progress = progress
 
-    def __repr__(self) -> str:
-        return _repr(self, {"config": SemisupConfig(), "outlier_exposure": False, "seed": 0, "device": "auto"})
+    __repr__ = signature_repr
+
+    @property
+    def _cfg(self) -> SemisupConfig:
+        """``config``, or the defaults when it was not given."""
+        return self.config or SemisupConfig()
 
     def fit(self, train: ImageSet | torch.Tensor, outliers: ImageSet | torch.Tensor | None = None) -> GeomDetector:
         """Train f on ``train`` (ID images; labels are not used) and, for GEOM+, ``outliers``."""
@@ -271,7 +266,7 @@ class GeomDetector:
             outlier_images = _images(outliers, "outliers")
         elif outliers is not None:
             raise ValueError("plain GEOM does not use outliers; set outlier_exposure=True for GEOM+")
-        cfg, device = self.config, resolve_device(self.device)
+        cfg, device = self._cfg, resolve_device(self.device)
         self.transforms_ = transforms = geometric_transforms(cfg.transforms, cfg.shift)
         key = {
             "version": _CACHE_VERSION,
@@ -328,7 +323,7 @@ class GeomDetector:
         self._check_fitted()
         images, device = _images(images, "images"), next(self.network_.parameters()).device
         return _per_transform(
-            images, self.transforms_, self.config.image_size, device, lambda x, k: self.network_(x).softmax(1)[:, k]
+            images, self.transforms_, self._cfg.image_size, device, lambda x, k: self.network_(x).softmax(1)[:, k]
         )
 
     def score(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
@@ -340,7 +335,7 @@ class GeomDetector:
         self._check_fitted()
         images, device = _images(images, "images"), next(self.network_.parameters()).device
         hits = _per_transform(
-            images, self.transforms_, self.config.image_size, device, lambda x, k: self.network_(x).argmax(1) == k
+            images, self.transforms_, self._cfg.image_size, device, lambda x, k: self.network_(x).argmax(1) == k
         )
         return float(hits.mean())
 
@@ -374,14 +369,14 @@ class _OutlierHead(ABC):
         if outliers is None:
             raise ValueError(f"{type(self).__name__} is semi-supervised: fit(train, outliers) needs training outliers")
         images, outlier_images = _images(train, "train"), _images(outliers, "outliers")
-        cfg, device = self.config, resolve_device(self.device)
+        cfg, device = self._cfg, resolve_device(self.device)
         self.transforms_, feature_key = self._setup(device)
         key = {
             "version": _CACHE_VERSION,
             "features": feature_key,
             "data": _fingerprint(images),
             "outliers": _fingerprint(outlier_images),
-            "config": {name: getattr(self.config, name) for name in _G_FIELDS},
+            "config": {name: getattr(self._cfg, name) for name in _G_FIELDS},
             "seed": self.seed,
         }
         size = cfg.image_size or images.shape[-1]
@@ -426,7 +421,7 @@ class _OutlierHead(ABC):
         images = _images(images, "images")
         device = next(self.network_.parameters()).device
         return _per_transform(
-            images, self.transforms_, self.config.image_size, device,
+            images, self.transforms_, self._cfg.image_size, device,
             lambda x, k: torch.sigmoid(self.network_(self._features(x))),
         )  # fmt: skip
 
@@ -473,22 +468,26 @@ class IntermediateLayerDetector(_OutlierHead):
     ):
         self.geom = geom
         self.layers = tuple(layers)
-        self.config = config or geom.config
+        self.config = config
         self.seed = seed
         self.device = device
         self.cache = cache
         self.progress = progress
 
-    def __repr__(self) -> str:
-        return _repr(self, {"layers": PROPOSED_LAYERS, "seed": 0, "device": "auto"})
+    __repr__ = signature_repr
+
+    @property
+    def _cfg(self) -> SemisupConfig:
+        """``config``, or GEOM's when it was not given."""
+        return self.config or self.geom._cfg
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
         self.geom._check_fitted()
         unknown = set(self.layers) - {*PROPOSED_LAYERS, "softmax"}
         if unknown or not self.layers:
             raise ValueError(f"layers must be a non-empty subset of {(*PROPOSED_LAYERS, 'softmax')}, got {self.layers}")
-        geom_cfg = self.geom.config
-        if (self.config.transforms, self.config.shift, self.config.image_size) != (
+        geom_cfg = self.geom._cfg
+        if (self._cfg.transforms, self._cfg.shift, self._cfg.image_size) != (
             geom_cfg.transforms, geom_cfg.shift, geom_cfg.image_size,
         ):  # fmt: skip
             raise ValueError("config must use GEOM's transforms, shift and image_size")
@@ -528,17 +527,21 @@ class BceDetector(_OutlierHead):
         cache: bool = True,
         progress: bool = True,
     ):
-        self.config = config or SemisupConfig()
+        self.config = config
         self.seed = seed
         self.device = device
         self.cache = cache
         self.progress = progress
 
-    def __repr__(self) -> str:
-        return _repr(self, {"config": SemisupConfig(), "seed": 0, "device": "auto"})
+    __repr__ = signature_repr
+
+    @property
+    def _cfg(self) -> SemisupConfig:
+        """``config``, or the defaults when it was not given."""
+        return self.config or SemisupConfig()
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
-        return geometric_transforms(self.config.transforms, self.config.shift), {"raw": 3}
+        return geometric_transforms(self._cfg.transforms, self._cfg.shift), {"raw": 3}
 
     def _dims(self) -> dict[str, int]:
         return {"x": 3}
