@@ -2,13 +2,22 @@
 
 Modules, in the order data flows through them:
 
-* :mod:`nero_lite.data` — the embedded synthetic endoscopy set and real-image loaders.
+* :mod:`nero_lite.synthetic` — the embedded synthetic endoscopy set, its finding masks and counterfactuals.
+* :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders, the cache.
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
+* :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface.
 * :mod:`nero_lite.metrics` — AUROC, FPR95, AUPR-In/Out (higher score = more in-distribution).
+* :mod:`nero_lite.compare` — every detector on the same outputs, in one table.
+* :mod:`nero_lite.study` — the whole pipeline over seeds and masking settings.
+* :mod:`nero_lite.relevance` — LRP relevance of the head-input neurons and of inner layers.
+* :mod:`nero_lite.canonizers` — zennit canonizers and composites for timm's ResNets and ViTs.
 * :mod:`nero_lite.explain` — why an image is flagged: NERO's score taken apart, score maps, CRP reports.
 * :mod:`nero_lite.faithfulness` — explanations measured against where the finding is.
+* :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method).
 * :mod:`nero_lite.plots` — the figures the book shows.
+* :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
+* :mod:`nero_lite.cli` — ``python -m nero_lite score``: the pipeline on your own folders.
 """
 
 import warnings

@@ -194,6 +194,22 @@ def tree(tmp_path):
     return root
 
 
+def test_read_imagefolder_reads_the_classes_in_the_order_asked(tree):
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        every = data.read_imagefolder(tree, size=20, progress=False)
+    assert every.classes == ["a", "b", "c", "x", "y"] and every.images.shape[1:] == (3, 20, 20)
+    assert every.counts() == {"a": 9, "b": 7, "c": 6, "x": 4, "y": 2}  # the corrupt file is skipped, notes.txt ignored
+    two = data.read_imagefolder(tree, ["y", "b"], size=20, progress=False)
+    assert two.classes == ["y", "b"] and two.counts() == {"y": 2, "b": 7}
+    by_file = dict(zip(every.files, every.images))
+    assert all(torch.equal(by_file[f], image) for f, image in zip(two.files, two.images))  # same pixels either way
+    with pytest.raises(FileNotFoundError, match="nope"):
+        data.read_imagefolder(tree, ["a", "nope"], size=20, progress=False)
+    (tree / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        data.read_imagefolder(tree, ["a", "empty"], size=20, progress=False)
+
+
 def test_folder_loader_reads_converts_and_warns(tree):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\)") as record:
         splits = data.load(tree, id_classes=["a", "b", "c"], size=24, cache=False)

@@ -45,7 +45,7 @@ def geom():
 
 # --------------------------------------------------------------------------- transforms
 def test_transform_set_sizes_labels_and_identity():
-    assert [len(semisup.geometric_transforms(k)) for k in ("full", "rot_flip", "rot")] == [72, 8, 4]
+    assert [len(semisup.geometric_transforms(k)) for k in semisup.transforms.KINDS] == [72, 8, 4, 9]
     transforms = semisup.geometric_transforms("full")
     x = torch.rand(3, 3, 16, 16)
     images, labels = transforms.expand(x)

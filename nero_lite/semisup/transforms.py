@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 __all__ = ["KINDS", "Transform", "GeometricTransforms", "geometric_transforms"]
 
-KINDS = {"full": 72, "rot_flip": 8, "rot": 4, "shift": 9}
+#: The transform sets :func:`geometric_transforms` builds (72, 8, 4 and 9 transforms).
+KINDS = ("full", "rot_flip", "rot", "shift")
 
 
 @dataclass(frozen=True)
