@@ -20,6 +20,11 @@ def _as_tensor(name: str, value, dtype: torch.dtype | None = None) -> torch.Tens
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"Outputs.{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+    if dtype is torch.long and value.is_floating_point():
+        whole = torch.isfinite(value) & (value == value.round())
+        if not whole.all():
+            bad = value[~whole][0].item()
+            raise ValueError(f"Outputs.{name} must be whole class indices (-1 = unknown), got {bad!r}")
     if dtype is not None:
         value = value.to(dtype)
     elif not value.is_floating_point():
@@ -44,7 +49,9 @@ class Outputs:
     bias : Tensor, shape (C,)
         Bias ``b`` of the linear head.
 
-    Numpy arrays are accepted and converted; shapes are checked on creation.
+    Numpy arrays are accepted and converted; shapes are checked on creation. ``logits``,
+    ``weight`` and ``bias`` are cast to the floating dtype of ``features``; float labels
+    must be whole numbers.
     """
 
     features: torch.Tensor
@@ -55,9 +62,11 @@ class Outputs:
 
     def __post_init__(self):
         self.features = _as_tensor("features", self.features)
-        self.logits = _as_tensor("logits", self.logits)
-        self.weight = _as_tensor("weight", self.weight)
-        self.bias = _as_tensor("bias", self.bias)
+        # one floating dtype for the record, the features' (e.g. float64 features with a float32 head)
+        dtype = self.features.dtype
+        self.logits = _as_tensor("logits", self.logits, dtype)
+        self.weight = _as_tensor("weight", self.weight, dtype)
+        self.bias = _as_tensor("bias", self.bias, dtype)
         if self.labels is None:
             self.labels = torch.full((len(self.features),), -1, dtype=torch.long)
         self.labels = _as_tensor("labels", self.labels, torch.long)

@@ -125,14 +125,41 @@ def test_only_outputs_records_are_accepted():
 
 def test_hyperparameters_are_checked_at_use():
     train, test = split(random_outputs())
-    with pytest.raises(ValueError, match="k must be between 1 and the number of training samples"):
-        detectors.create("knn", k=500).fit(train)
+    for k in (500, 0, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a whole number between 1 and the number of training samples"):
+            detectors.create("knn", k=k).fit(train)
+    assert detectors.create("knn", k=np.int64(3)).fit(train).score(test).isfinite().all()
     with pytest.raises(ValueError, match="temperature must be > 0"):
         detectors.create("energy", temperature=0).score(test)
     with pytest.raises(ValueError, match="dim must be between 1 and D - 1"):
         detectors.create("vim", dim=8).fit(train)
     with pytest.raises(ValueError, match="percentile must be in"):
         detectors.create("react", percentile=100).fit(train)
+
+
+def test_ash_scores_all_zero_features_as_the_energy_of_the_bias():
+    zero = head_outputs([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], [[1.0, 0, 0, 0], [0, 1.0, 0, 0]], bias=[0.5, -0.5])
+    scores = detectors.create("ash", percentile=50).score(zero)
+    # nothing to scale in the first sample: logits = bias; the second keeps a_0 = 1, scaled by exp(1/1)
+    torch.testing.assert_close(scores, torch.tensor([math.log(math.exp(0.5) + math.exp(-0.5)),
+                                                     math.log(math.exp(math.e + 0.5) + math.exp(-0.5))], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_features_with_a_float32_head_are_scored_in_float64(name):
+    outputs = random_outputs()
+    wide = Outputs(outputs.features.double(), outputs.logits, outputs.labels, outputs.weight, outputs.bias)
+    assert {wide.logits.dtype, wide.weight.dtype, wide.bias.dtype} == {torch.float64}
+    train, test = split(wide)
+    scores = detectors.create(name, **SMALL.get(name, {})).fit(train).score(test)
+    assert scores.dtype == torch.float64 and scores.isfinite().all()
+
+
+@pytest.mark.parametrize("labels", [[0.0, 1.5, 2.0], [0.0, float("nan"), 1.0], [0.0, float("inf"), 1.0]])
+def test_labels_must_be_whole_numbers(labels):
+    with pytest.raises(ValueError, match="whole class indices"):
+        Outputs(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor(labels), torch.eye(2), torch.zeros(2))
+    assert Outputs(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([0.0, -1.0, 1.0]), torch.eye(2), torch.zeros(2)).labels.tolist() == [0, -1, 1]
 
 
 # -- hand-computed cases: logits (ln 3, 0), so softmax = (3/4, 1/4) ------------------

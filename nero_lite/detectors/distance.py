@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from sklearn.covariance import EmpiricalCovariance
@@ -78,8 +80,10 @@ class KNNDetector(Detector):
         self.k = k
 
     def _fit(self, train: Outputs) -> None:
-        if not 1 <= self.k <= len(train):
-            raise ValueError(f"k must be between 1 and the number of training samples ({len(train)}), got {self.k!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral) or not 1 <= self.k <= len(train):
+            raise ValueError(
+                f"k must be a whole number between 1 and the number of training samples ({len(train)}), got {self.k!r}"
+            )
         self.bank_ = F.normalize(train.features, dim=1)
 
     def _score(self, outputs: Outputs) -> torch.Tensor:

@@ -63,7 +63,8 @@ class ASHDetector(Detector):
     where :math:`K` holds the :math:`D - \operatorname{round}(pD/100)` largest
     activations of the sample (the lowest ``percentile`` per cent are set to zero).
     Applied to the penultimate features (the head input); designed for non-negative
-    (post-ReLU) activations, where the scale factor is at least 1.
+    (post-ReLU) activations, where the scale factor is at least 1 (and 1 for a sample whose
+    kept activations are all zero).
 
     Djurisic, Bozanic, Ashok & Liu, "Extremely Simple Activation Shaping for
     Out-of-Distribution Detection", ICLR 2023 (ASH-S, ``percentile=90``).
@@ -89,5 +90,8 @@ class ASHDetector(Detector):
             raise ValueError(f"percentile={self.percentile!r} prunes all D={d} features; lower it")
         values, index = a.topk(keep, dim=1)
         pruned = torch.zeros_like(a).scatter_(1, index, values)
-        shaped = pruned * torch.exp(a.sum(dim=1, keepdim=True) / values.sum(dim=1, keepdim=True))
+        kept = values.sum(dim=1, keepdim=True)
+        # a sample whose kept activations are all zero has nothing to scale: factor 1, not 0/0
+        ratio = torch.where(kept != 0, a.sum(dim=1, keepdim=True) / kept.where(kept != 0, torch.ones_like(kept)), 0)
+        shaped = pruned * torch.exp(ratio)
         return energy(_head(shaped, outputs))
