@@ -17,8 +17,11 @@ images. It writes into ``--out``:
 ``run.json``
     The options, image counts, ID test accuracy and the seconds of each phase.
 
-Bad input (a missing folder, a class folder without images, an ID test class missing
-from ``--train``, an unknown detector) ends with a one-line error and exit status 2.
+Bad input ends with a one-line error and exit status 2, before any image is read where it
+can be seen from the options: a missing folder or a file in its place, ``--id`` or ``--ood``
+the same folder as ``--train``, a vit size that is not a multiple of 8, an unknown or absent
+device, an unknown detector; then a class folder without images, a single ID class, an ID
+test class missing from ``--train``.
 """
 
 from __future__ import annotations
@@ -106,11 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cell(text: str) -> str:
+    """A markdown table cell: ``|`` escaped, so a class name cannot split the row."""
+    return str(text).replace("|", "\\|")
+
+
 def _markdown(metrics: pd.DataFrame) -> str:
     lines = ["| detector | ood_class | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for row in metrics.itertuples(index=False):
         values = " | ".join(f"{getattr(row, m):.4f}" for m in METRICS)
-        lines.append(f"| {row.detector} | {row.ood_class} | {values} |")
+        lines.append(f"| {row.detector} | {_cell(row.ood_class)} | {values} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,20 +188,42 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
     return run
 
 
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the ``score`` options before any image is read (``None``: nothing)."""
+    for option in ("train", "id", "ood"):
+        folder = getattr(args, option)
+        if folder.is_file():
+            return f"--{option}: {folder} is a file; give a folder with one sub-folder per class"
+        if not folder.is_dir():
+            return f"--{option}: folder not found: {folder}"
+    for option in ("id", "ood"):
+        if getattr(args, option).resolve() == args.train.resolve():
+            return f"--{option} is the --train folder ({args.train}); give images the classifier does not train on"
+    if args.arch == "vit" and (args.size % 8 or args.size < 16):
+        return f"--size: the vit cuts images into an 8×8 grid of patches, so SIZE must be a multiple of 8 (at least 16), got {args.size}"
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        return f"--device: {error}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m nero_lite``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option in ("train", "id", "ood"):
-        folder = getattr(args, option)
-        if not folder.is_dir():
-            parser.error(f"--{option}: folder not found: {folder}")
-    if args.arch == "vit" and args.size % max(args.size // 8, 2):
-        parser.error(f"--size: the vit needs a size divisible by {max(args.size // 8, 2)}, got {args.size}")
+    command = f"{parser.prog} {args.command}"
+
+    def fail(message: str):
+        parser.exit(2, f"{command}: error: {message} (see {command} --help)\n")
+
+    problem = _check(args)
+    if problem:
+        fail(problem)
     start = time.perf_counter()
     try:
         splits = read(args)
     except (FileNotFoundError, ValueError) as error:  # bad folders or classes, as nero_lite.data reports them
-        parser.error(str(error).splitlines()[0])
+        fail(str(error).splitlines()[0])
     score(args, splits, time.perf_counter() - start)
     return 0

@@ -78,7 +78,7 @@ MEAN = (0.485, 0.456, 0.406)
 #: Per-channel standard deviation divided out by :func:`to_input` (ImageNet's).
 STD = (0.229, 0.224, 0.225)
 
-DATA_VERSION = "2"  # bump when generation or loading changes, to invalidate caches
+DATA_VERSION = "3"  # bump when generation or loading changes, to invalidate caches
 
 #: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
 #: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
@@ -454,10 +454,23 @@ def _listing(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
     return files
 
 
+def _rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit and 32-bit integer or float images (``I;16``, ``I``, ``F``: common in
+    medical imaging) are rescaled from their own minimum and maximum to 0–255 (a constant image
+    becomes black), where a plain conversion would saturate them to white or black."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        low, high = values.min(), values.max()
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.round(scaled).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def _read_image(path: Path, size: int) -> torch.Tensor:
-    """One image as uint8 ``3×size×size``: RGB, center-cropped to a square, resized (bicubic)."""
+    """One image as uint8 ``3×size×size``: turned upright by its EXIF orientation, RGB
+    (:func:`_rgb8`), center-cropped to a square, resized (bicubic)."""
     with Image.open(path) as image:
-        image = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
+        image = ImageOps.fit(_rgb8(ImageOps.exif_transpose(image)), (size, size), method=Image.Resampling.BICUBIC)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
@@ -667,8 +680,8 @@ def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
     if path.exists():
         try:
             return _restore(path)
-        except Exception as error:  # a truncated or foreign file: rebuild it
-            warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=3)
+        except Exception as error:  # a truncated or foreign file: rebuild it (never load it another way)
+            warnings.warn(f"ignoring unreadable cache file {path} ({type(error).__name__}); rebuilding it", stacklevel=3)
     splits = build()
     _save(splits, path)
     return splits
@@ -895,6 +908,8 @@ def load_folders(
     for folder, classes in ((id_dir, id_classes), (ood_dir, ood_classes)):
         if not classes:
             raise ValueError(f"no class sub-folders in {folder} (expected layout: {folder}/<class>/<image>)")
+    if len(id_classes) < 2:
+        raise ValueError(f"{id_dir} holds one class ({id_classes[0]!r}): a classifier needs at least two ID classes")
     splits = _split_folder(
         id_dir.parent.name if id_dir.name == "id" else id_dir.name,
         id_dir,

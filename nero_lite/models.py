@@ -54,10 +54,24 @@ _CACHE_VERSION = "1"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Raises ``ValueError`` for a name torch does not know (e.g. ``"gpu"``) and for a CUDA
+    device this machine does not have, before any work is spent.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine: use auto or cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has {count} CUDA device(s)")
+    return resolved
 
 
 def create_model(arch: str, num_classes: int, img_size: int = 64) -> nn.Module:

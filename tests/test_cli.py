@@ -113,6 +113,54 @@ def test_unknown_detector_and_missing_command(tree, capsys):
     assert "required" in _error(tree, [], capsys)
 
 
+def _option(argv: list[str], option: str, value: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index(option) + 1] = value
+    return argv
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda tree, argv: _option(argv, "--train", str(tree / "train" / "red" / "img00.png")), "is a file"),
+        (lambda tree, argv: _option(argv, "--ood", str(tree / "train")), "--ood is the --train folder"),
+        (lambda tree, argv: _option(argv, "--id", str(tree / "train") + "/"), "--id is the --train folder"),
+        (lambda tree, argv: [*argv, "--device", "gpu"], "--device: unknown device 'gpu'"),
+        (lambda tree, argv: [*argv, "--arch", "vit", "--size", "30"], "multiple of 8"),
+    ],
+    ids=["file-for-folder", "ood-is-train", "id-is-train", "device-gpu", "vit-size"],
+)
+def test_bad_options_end_in_one_line_before_anything_is_read(tree, capsys, monkeypatch, change, expected):
+    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the options were checked"))
+    line = _error(tree, change(tree, _args(tree)), capsys)
+    assert expected in line and line.startswith("python -m nero_lite score: error:")
+    assert line.endswith("(see python -m nero_lite score --help)")
+
+
+def test_cuda_without_a_gpu_is_refused_up_front(tree, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the device was checked"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert "CUDA is not available on this machine" in _error(tree, [*_args(tree), "--device", "cuda"], capsys)
+
+
+def test_one_training_class_is_refused_before_reading(tree, capsys):
+    for name in ("green", "blue"):
+        for folder in (tree / "train" / name, tree / "id" / name):
+            for file in folder.iterdir():
+                file.unlink()
+            folder.rmdir()
+    assert "a classifier needs at least two ID classes" in _error(tree, _args(tree), capsys)
+    assert not (tree / "cache").exists() and not (tree / "out").exists()
+
+
+def test_a_bar_in_a_class_name_keeps_the_markdown_table_intact(tree):
+    (tree / "ood" / "yellow").rename(tree / "ood" / "yellow|green")
+    assert cli.main(_args(tree, "--detectors", "msp")) == 0
+    rows = (tree / "out" / "metrics.md").read_text().splitlines()
+    assert {row.replace("\\|", "").count("|") for row in rows} == {7}  # 6 columns on every row
+    assert "yellow\\|green" in rows[2] + rows[3]
+
+
 def test_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "nero_lite", "score", "--help"], capture_output=True, text=True,
                           check=True, cwd=ROOT).stdout

@@ -122,8 +122,9 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     data.load(config=TINY, size=32)
     (path,) = (tmp_path / "cache").glob("data-synthetic-*.pt")
     path.write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
+    with pytest.warns(UserWarning, match="ignoring unreadable cache file") as record:
         splits = data.load(config=TINY, size=32)
+    assert "weights_only" not in str(record[0].message)  # never suggest loading it another way
     assert len(splits.train) == 12
     assert torch.load(path, weights_only=True)["name"] == "synthetic"
 
@@ -192,6 +193,39 @@ def tree(tmp_path):
     (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     (root / "a" / "notes.txt").write_text("not an image, ignored")
     return root
+
+
+@pytest.mark.parametrize(("mode", "dtype", "suffix"), [("I;16", np.uint16, ".png"), ("I", np.int32, ".tiff"), ("F", np.float32, ".tiff")])
+def test_16_bit_and_float_images_are_rescaled_not_saturated(tmp_path, mode, dtype, suffix):
+    """A 16-bit ramp 1000..3000 (or a float ramp) reads as 0..255, not as all white or all black."""
+    ramp = np.tile(np.linspace(1000, 3000, 32), (32, 1)).astype(dtype)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        image = Image.fromarray(ramp)
+        assert image.mode == mode
+        image.save(tmp_path / name / f"ramp{suffix}")
+    with Image.open(tmp_path / "a" / f"ramp{suffix}") as stored:
+        assert stored.mode == mode
+    read = data.read_imagefolder(tmp_path, size=32, progress=False).images[0]
+    assert torch.equal(read[0], read[1]) and torch.equal(read[0], read[2])  # grey
+    expected = torch.from_numpy(np.round((ramp - 1000) / 2000 * 255).astype(np.uint8))
+    assert (read[0].int() - expected.int()).abs().max() <= 1
+    assert read.min() == 0 and read.max() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A camera picture stored sideways with orientation 6 (rotate 90° clockwise to view) reads upright."""
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    sideways.save(tmp_path / "a" / "tagged.png", exif=exif)
+    upright.save(tmp_path / "b" / "upright.png")
+    read = data.read_imagefolder(tmp_path, size=24, progress=False)
+    assert torch.equal(read.images[0], read.images[1])
 
 
 def test_read_imagefolder_reads_the_classes_in_the_order_asked(tree):
