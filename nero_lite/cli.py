@@ -15,7 +15,10 @@ images. It writes into ``--out``:
 ``metrics.md``
     The same table in markdown.
 ``run.json``
-    The options, image counts, ID test accuracy and the seconds of each phase.
+    The options, image counts, ID test accuracy, the seconds of each phase, and under
+    ``detectors`` the hyperparameters adapted to a small training set (``adapted``) and
+    the detectors left out because they could not be fitted on it (``skipped``), each with
+    its reason; both are also printed.
 
 Bad input ends with a one-line error and exit status 2, before any image is read where it
 can be seen from the options: a missing folder or a file in its place, ``--id`` or ``--ood``
@@ -30,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +43,7 @@ from .compare import compare_detectors, extract_splits
 from .data import CORNER_FRACTION, TEXT_MARGIN_FRACTION, Splits, load_folders
 from .models import ARCHITECTURES, Recipe, accuracy, resolve_device, train_classifier
 
-__all__ = ["build_parser", "main", "read", "score"]
+__all__ = ["build_parser", "main", "read", "score", "small_data_params"]
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
@@ -122,6 +126,24 @@ def _markdown(metrics: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def small_data_params(names: list[str], n_train: int, n_features: int) -> tuple[dict[str, dict], dict[str, str]]:
+    """Hyperparameters that fit a small training set, and a note for each one changed.
+
+    KNN's ``k`` (default 50) is at most the number of training images; NECO's ``dim``
+    (default 100) at most ``min(N, D)``. Everything else keeps its paper's default.
+    """
+    params, notes = {}, {}
+    k = _detectors.create("knn").k
+    if "knn" in names and k > n_train:
+        params["knn"] = {"k": n_train}
+        notes["knn"] = f"k={n_train} instead of {k}: there are {n_train} training images"
+    dim, limit = _detectors.create("neco").dim, min(n_train, n_features)
+    if "neco" in names and dim > limit:
+        params["neco"] = {"dim": limit}
+        notes["neco"] = f"dim={limit} instead of {dim}: at most min(training images, features) = {limit}"
+    return params, notes
+
+
 def read(args: argparse.Namespace) -> Splits:
     """The three folders of the ``score`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
     return load_folders(
@@ -149,7 +171,15 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
     print(f"ID test accuracy {id_accuracy:.1%}", file=sys.stderr)
 
     start = time.perf_counter()
-    table, scores = compare_detectors(outputs, splits, args.detectors, model=model)
+    params, adapted = small_data_params(args.detectors, len(splits.train), outputs.train.features.shape[1])
+    for name, note in adapted.items():
+        print(f"{name}: {note}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # each skipped detector is reported once, below
+        table, scores = compare_detectors(outputs, splits, args.detectors, params, model=model, skip_failing=True)
+    skipped = table.attrs["skipped"]
+    for name, reason in skipped.items():
+        print(f"warning: skipped detector {name}: {reason}", file=sys.stderr)
     seconds["detectors"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -179,6 +209,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "classes": {"id": splits.id_classes, "ood": splits.ood_classes},
         "id_accuracy": id_accuracy,
         "model_from_cache": bool(getattr(model, "from_cache", False)),
+        "detectors": {"adapted": adapted, "skipped": skipped},
         "seconds": seconds,
     }
     (args.out / "run.json").write_text(json.dumps(run, indent=1))

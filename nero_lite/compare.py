@@ -8,6 +8,7 @@ and measure per OOD class and pooled with :mod:`nero_lite.metrics`.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -59,6 +60,7 @@ def compare_detectors(
     params: dict[str, dict] | None = None,
     model: nn.Module | None = None,
     progress: bool = True,
+    skip_failing: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Fit and score detectors by name; metrics per OOD class and pooled.
 
@@ -75,6 +77,11 @@ def compare_detectors(
         Hyperparameters per name, e.g. ``{"knn": {"k": 10}}``.
     model : nn.Module, optional
         Needed for ODIN's input perturbation; without it ODIN is temperature scaling only.
+    skip_failing : bool
+        A detector whose ``fit`` rejects the training outputs (``ValueError``, e.g. SHE
+        with a class that has no correctly classified training image) is left out with a
+        warning instead of stopping the comparison; ``table.attrs["skipped"]`` gives
+        ``{name: reason}``.
 
     Returns
     -------
@@ -87,10 +94,17 @@ def compare_detectors(
     params = params or {}
     if not isinstance(names, dict):
         names = {name: _detectors.create(name, **params.get(name, {})) for name in names or _detectors.available()}
-    rows, scores = [], {}
+    rows, scores, skipped = [], {}, {}
     for name, detector in tqdm(names.items(), desc="detectors", disable=not progress):
         start = time.perf_counter()
-        detector.fit(outputs.train)
+        try:
+            detector.fit(outputs.train)
+        except ValueError as error:
+            if not skip_failing:
+                raise
+            skipped[name] = str(error).splitlines()[0]
+            warnings.warn(f"skipped detector {name}: {skipped[name]}", stacklevel=2)
+            continue
         fitted = time.perf_counter()
         if isinstance(detector, _detectors.OdinDetector) and model is not None:
             id_scores = odin_scores(detector, model, splits.test)
@@ -102,4 +116,8 @@ def compare_detectors(
         table = evaluate_table(id_scores, ood_scores, splits.ood.labels, splits.ood_classes, splits.ood_kind)
         table = table.assign(detector=name, fit_s=fitted - start, score_s=scored - fitted).reset_index()
         rows.append(table)
-    return pd.concat(rows, ignore_index=True), scores
+    if not rows:
+        raise ValueError(f"every detector was skipped: {skipped}")
+    table = pd.concat(rows, ignore_index=True)
+    table.attrs["skipped"] = skipped
+    return table, scores

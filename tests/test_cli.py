@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nero_lite import cli
+from nero_lite import cli, detectors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +75,24 @@ def test_score_writes_scores_metrics_and_run(tree, capsys):
     assert run["options"]["mask_corner"] is True
     assert set(run["seconds"]) == {"read", "train", "extract", "detectors", "write"}
     assert "| all |" in capsys.readouterr().out
+
+
+def test_a_small_training_set_adapts_knn_and_neco_and_skips_what_cannot_be_fitted(tree, capsys, monkeypatch):
+    """36 training images: KNN's k=50 and NECO's dim=100 do not fit; SHE is made to fail; the rest is written."""
+    def no_correct_sample(self, train):
+        raise ValueError("train: class(es) [0] have no correctly classified training sample")
+
+    monkeypatch.setattr(detectors.SHEDetector, "_fit", no_correct_sample)
+    assert cli.main(_args(tree, "--detectors", "msp,knn,neco,she")) == 0
+    run = json.loads((tree / "out" / "run.json").read_text())
+    assert run["detectors"]["adapted"] == {
+        "knn": "k=36 instead of 50: there are 36 training images",
+        "neco": "dim=36 instead of 100: at most min(training images, features) = 36",
+    }
+    assert run["detectors"]["skipped"] == {"she": "train: class(es) [0] have no correctly classified training sample"}
+    assert set(pd.read_csv(tree / "out" / "scores.csv").detector) == {"msp", "knn", "neco"}
+    err = capsys.readouterr().err
+    assert "warning: skipped detector she" in err and err.count("skipped detector she") == 1
 
 
 def test_second_run_reuses_the_trained_model(tree):

@@ -39,6 +39,21 @@ def test_compare_detectors_tabulates_every_detector_and_group():
     assert set(labelled.detector) == {"nero, no bias"}
 
 
+def test_a_detector_that_cannot_be_fitted_is_skipped_only_when_asked():
+    labels = torch.arange(90) % 3
+    outputs = compare.ExtractedSplits(
+        train=fake_outputs(90, labels, 3.0, 0), test=fake_outputs(90, labels, 3.0, 1), ood=fake_outputs(60, torch.full((60,), -1), 0.0, 2)
+    )
+    with pytest.raises(ValueError, match="k must be"):
+        compare.compare_detectors(outputs, fake_splits(), ["msp", "knn"], params={"knn": {"k": 500}}, progress=False)
+    with pytest.warns(UserWarning, match="skipped detector knn: k must be"):
+        table, scores = compare.compare_detectors(outputs, fake_splits(), ["msp", "knn"], params={"knn": {"k": 500}},
+                                                  progress=False, skip_failing=True)
+    assert set(table.detector) == set(scores) == {"msp"} and list(table.attrs["skipped"]) == ["knn"]
+    with pytest.raises(ValueError, match="every detector was skipped"), pytest.warns(UserWarning):
+        compare.compare_detectors(outputs, fake_splits(), ["knn"], params={"knn": {"k": 500}}, progress=False, skip_failing=True)
+
+
 def test_throughput_reports_a_ratio_against_the_forward_pass():
     model = models.create_model("resnet18", 3, 32).eval()
     images = ImageSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 3, ["a", "b", "c"])
