@@ -3,7 +3,8 @@
 Modules, in the order data flows through them:
 
 * :mod:`nero_lite.synthetic` — the embedded synthetic endoscopy set, its finding masks and counterfactuals.
-* :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders, the cache.
+* :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders.
+* :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries.
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
 * :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface.

@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import synthetic
+from .cache import cache_dir, read_entry, write_entry
 
 __all__ = [
     "CORNER_FRACTION",
@@ -99,14 +99,6 @@ def data_root() -> Path | None:
     """The folder named by ``NERO_LITE_DATA`` (real data sets live below it), or ``None``."""
     value = os.environ.get("NERO_LITE_DATA", "").strip()
     return Path(value).expanduser() if value else None
-
-
-def cache_dir() -> Path:
-    """The cache folder: ``NERO_LITE_CACHE`` or ``~/.cache/nero_lite``, created on demand."""
-    value = os.environ.get("NERO_LITE_CACHE", "").strip()
-    path = Path(value).expanduser() if value else Path.home() / ".cache" / "nero_lite"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # --------------------------------------------------------------------------- containers
@@ -632,7 +624,7 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
 
 
 # --------------------------------------------------------------------------- caching
-def _fingerprint(listing: dict[str, list[Path]]) -> str:
+def _listing_fingerprint(listing: dict[str, list[Path]]) -> str:
     """Hash of the listed files' names, sizes and modification times."""
     digest = hashlib.sha256()
     for name, paths in listing.items():
@@ -649,21 +641,14 @@ def _cache_path(kind: str, key: dict) -> Path:
 
 
 def _save(splits: Splits, path: Path) -> None:
-    """Write tensors and names (no pickled objects) atomically: temp file, then rename."""
+    """Write tensors and names (no pickled objects) as a checksummed cache entry."""
     payload = {"name": splits.name, "ood_kind": dict(splits.ood_kind)}
     for key in ("train", "test", "ood"):
         imageset = getattr(splits, key)
         payload[key] = {"images": imageset.images, "labels": imageset.labels, "classes": imageset.classes}
         if imageset.files is not None:
             payload[key]["files"] = imageset.files
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_entry(path, lambda temp: torch.save(payload, temp))
 
 
 def _restore(path: Path) -> Splits:
@@ -673,15 +658,16 @@ def _restore(path: Path) -> Splits:
 
 
 def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
-    """``build()`` once, then reuse its result from the cache (unless ``cache`` is off)."""
+    """``build()`` once, then reuse its result from the cache (unless ``cache`` is off).
+
+    A damaged entry is discarded with a warning and rebuilt (:func:`nero_lite.cache.read_entry`).
+    """
     if not cache:
         return build()
     path = _cache_path(kind, key)
-    if path.exists():
-        try:
-            return _restore(path)
-        except Exception as error:  # a truncated or foreign file: rebuild it (never load it another way)
-            warnings.warn(f"ignoring unreadable cache file {path} ({type(error).__name__}); rebuilding it", stacklevel=3)
+    entry = read_entry(path, _restore)
+    if entry is not None:
+        return entry[0]
     splits = build()
     _save(splits, path)
     return splits
@@ -737,7 +723,7 @@ def _split_folder(
     key = {
         "name": name,
         "roots": [str(p.resolve()) for p in (root, ood_root, test_root) if p is not None],
-        "files": {part: _fingerprint(listing) for part, listing in listings.items()},
+        "files": {part: _listing_fingerprint(listing) for part, listing in listings.items()},
         "id": list(id_classes),
         "ood": list(ood_classes),
         "size": size,

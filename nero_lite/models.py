@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import timm
@@ -33,7 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from .data import ImageSet, cache_dir, to_input
+from .cache import cache_dir, fingerprint, read_entry, write_entry
+from .data import ImageSet, to_input
 from .outputs import Outputs
 
 __all__ = [
@@ -50,7 +48,7 @@ __all__ = [
 
 #: The architectures :func:`create_model` builds; the first is the default.
 ARCHITECTURES = ("resnet18d", "resnet18", "vit")
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: entries carry a checksum (nero_lite.cache)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -125,13 +123,6 @@ class Recipe:
     augment: bool = True
 
 
-def _fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    h = hashlib.sha1()
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     n = len(x)
     flip_h = torch.rand(n, generator=generator) < 0.5
@@ -142,17 +133,6 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     if x.shape[2] == x.shape[3]:
         x = torch.where(transpose[:, None, None, None], x.transpose(2, 3), x)
     return x
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def train_classifier(
@@ -181,7 +161,7 @@ def train_classifier(
         Seeds initialisation, batch order and augmentation.
     cache : bool
         Reuse weights trained before for the same (data, arch, recipe, seed) under
-        :func:`nero_lite.data.cache_dir`; weights are stored as safetensors, written
+        :func:`nero_lite.cache.cache_dir`; weights are stored as safetensors, written
         atomically.
 
     Returns
@@ -199,7 +179,7 @@ def train_classifier(
     img_size = data.images.shape[-1]
     key = {
         "version": _CACHE_VERSION,
-        "data": _fingerprint(data.images, data.labels),
+        "data": fingerprint(data.images, data.labels),
         "arch": arch,
         "recipe": asdict(recipe),
         "seed": seed,
@@ -207,13 +187,14 @@ def train_classifier(
         "img_size": img_size,
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    weights_path = cache_dir() / "models" / f"{arch}-{digest}.safetensors"
+    weights_path = cache_dir(create=False) / "models" / f"{arch}-{digest}.safetensors"
 
     torch.manual_seed(seed)
     model = create_model(arch, num_classes, img_size)
-    if cache and weights_path.exists():
-        model.load_state_dict(load_file(weights_path))
-        meta = json.loads(weights_path.with_suffix(".json").read_text())
+    entry = read_entry(weights_path, load_file) if cache else None
+    if entry is not None:
+        state, meta = entry
+        model.load_state_dict(state)
         model.training_history = meta["history"]
         model.from_cache = True
         return model.to(device).eval()
@@ -251,11 +232,9 @@ def train_classifier(
     model.training_history = history
     model.from_cache = False
     if cache:
-        weights_path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         meta = {"key": key, "history": history, "seconds": time.perf_counter() - start}
-        _atomic_write(weights_path.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
-        _atomic_write(weights_path, lambda p: save_file(state, p))
+        write_entry(weights_path, lambda temp: save_file(state, temp), meta)
     return model
 
 

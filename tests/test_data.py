@@ -122,7 +122,7 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     data.load(config=TINY, size=32)
     (path,) = (tmp_path / "cache").glob("data-synthetic-*.pt")
     path.write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="ignoring unreadable cache file") as record:
+    with pytest.warns(UserWarning, match="discarding damaged cache entry") as record:
         splits = data.load(config=TINY, size=32)
     assert "weights_only" not in str(record[0].message)  # never suggest loading it another way
     assert len(splits.train) == 12

@@ -15,7 +15,7 @@ All scores follow the package convention: **higher = more in-distribution**.
   :math:`-\\sum_k \\sigma(g(z(T_k x)))`.
 * :class:`BceDetector` — the same head g on the raw images (no frozen features).
 
-Trained weights are cached under ``nero_lite.data.cache_dir() / "semisup"`` as
+Trained weights are cached under ``nero_lite.cache.cache_dir() / "semisup"`` as
 safetensors, keyed by the data, the outliers, the hyperparameters and the seed.
 """
 
@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +35,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ..data import ImageSet, cache_dir, to_input
+from ..cache import cache_dir, fingerprint, read_entry, write_entry
+from ..data import ImageSet, to_input
 from ..detectors.base import NotFittedError, signature_repr
-from ..models import _atomic_write, resolve_device
+from ..models import resolve_device
 from .networks import GNet, WideResNet, tap_features
 from .transforms import GeometricTransforms, geometric_transforms
 
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 PROPOSED_LAYERS = ("z1", "z2", "z3", "z4")
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: entries carry a checksum (nero_lite.cache)
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,6 @@ def _per_transform(
     return torch.cat(rows)
 
 
-def _fingerprint(images: torch.Tensor) -> str:
-    return hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
-
-
 def _digest(key: dict) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -176,20 +172,19 @@ def _train_or_load(name: str, key: dict, network: nn.Module, train: Callable[[],
 
     Returns ``(history, seconds, from_cache)``.
     """
-    path = cache_dir() / "semisup" / f"{name}-{_digest(key)}.safetensors"
-    if cache and path.exists():
-        network.load_state_dict(load_file(path))
-        meta = json.loads(path.with_suffix(".json").read_text())
+    path = cache_dir(create=False) / "semisup" / f"{name}-{_digest(key)}.safetensors"
+    entry = read_entry(path, load_file) if cache else None
+    if entry is not None:
+        state, meta = entry
+        network.load_state_dict(state)
         return meta["history"], meta["seconds"], True
     start = time.perf_counter()
     history = train()
     seconds = time.perf_counter() - start
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         meta = {"key": key, "history": history, "seconds": seconds}
-        _atomic_write(path.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
-        _atomic_write(path, lambda p: save_file(state, p))
+        write_entry(path, lambda temp: save_file(state, temp), meta)
     return history, seconds, False
 
 
@@ -270,12 +265,12 @@ class GeomDetector:
         self.transforms_ = transforms = geometric_transforms(cfg.transforms, cfg.shift)
         key = {
             "version": _CACHE_VERSION,
-            "data": _fingerprint(images),
+            "data": fingerprint(images),
             "config": {name: getattr(cfg, name) for name in _F_FIELDS},
             "seed": self.seed,
         }
         if self.outlier_exposure:
-            key["outliers"] = _fingerprint(outlier_images)
+            key["outliers"] = fingerprint(outlier_images)
             key["oe_weight"] = cfg.oe_weight
         torch.manual_seed(self.seed)
         f = WideResNet(len(transforms), cfg.width, cfg.blocks, cfg.dropout).to(device)
@@ -374,8 +369,8 @@ class _OutlierHead(ABC):
         key = {
             "version": _CACHE_VERSION,
             "features": feature_key,
-            "data": _fingerprint(images),
-            "outliers": _fingerprint(outlier_images),
+            "data": fingerprint(images),
+            "outliers": fingerprint(outlier_images),
             "config": {name: getattr(self._cfg, name) for name in _G_FIELDS},
             "seed": self.seed,
         }
