@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import detectors as _detectors
+from .cache import cache_dir, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
 from .data import CORNER_FRACTION, TEXT_MARGIN_FRACTION, Splits, load_folders
 from .models import ARCHITECTURES, Recipe, accuracy, resolve_device, train_classifier
@@ -144,6 +148,40 @@ def small_data_params(names: list[str], n_train: int, n_features: int) -> tuple[
     return params, notes
 
 
+def _write_set(out: Path, writers: dict, run: dict, start: float) -> None:
+    """Write the result files as a set: all into a staging folder inside ``out``, then renamed
+    into place together, ``run.json`` last (its ``seconds.write`` counted from ``start``). A
+    failure before the renames leaves every earlier file in ``out`` as it was."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".nero_lite-"))
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        run["seconds"]["write"] = time.perf_counter() - start
+        (staging / "run.json").write_text(json.dumps(run, indent=1))
+        for name in [*writers, "run.json"]:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created or written to (``None``: it can); creates nothing."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{folder} cannot be created: {existing} is a file"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror or error})"
+    return None
+
+
 def read(args: argparse.Namespace) -> Splits:
     """The three folders of the ``score`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
     return load_folders(
@@ -183,11 +221,8 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
     seconds["detectors"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
     keep = table.ood_class.isin([*splits.ood_classes, "all"])
     metrics = table.loc[keep, ["detector", "ood_class", *METRICS]].reset_index(drop=True)
-    metrics.to_json(args.out / "metrics.json", orient="records", indent=1)
-    (args.out / "metrics.md").write_text(_markdown(metrics))
     id_files = [str(f) for f in splits.test.files]
     ood_files = [str(f) for f in splits.ood.files]
     id_predicted = [splits.id_classes[k] for k in outputs.test.predictions().cpu().tolist()]
@@ -199,8 +234,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
                                     "score": id_scores.numpy(), "predicted": id_predicted}))
         frames.append(pd.DataFrame({"file": ood_files, "set": "ood", "ood_class": ood_class, "detector": name,
                                     "score": ood_scores.numpy(), "predicted": ood_predicted}))
-    pd.concat(frames, ignore_index=True).to_csv(args.out / "scores.csv", index=False)
-    seconds["write"] = time.perf_counter() - start
+    table_of_scores = pd.concat(frames, ignore_index=True)
 
     run = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
@@ -212,7 +246,12 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "detectors": {"adapted": adapted, "skipped": skipped},
         "seconds": seconds,
     }
-    (args.out / "run.json").write_text(json.dumps(run, indent=1))
+    writers = {
+        "scores.csv": lambda path: table_of_scores.to_csv(path, index=False),
+        "metrics.json": lambda path: metrics.to_json(path, orient="records", indent=1),
+        "metrics.md": lambda path: path.write_text(_markdown(metrics)),
+    }
+    _write_set(args.out, writers, run, start)
     print(_markdown(metrics[metrics.ood_class == "all"]), end="")
     timing = ", ".join(f"{phase} {s:.1f} s" for phase, s in seconds.items())
     print(f"wrote {args.out}/scores.csv, metrics.json, metrics.md, run.json ({timing})", file=sys.stderr)
@@ -236,6 +275,13 @@ def _check(args: argparse.Namespace) -> str | None:
         resolve_device(args.device)
     except ValueError as error:
         return f"--device: {error}"
+    problem = _unwritable(args.out)
+    if problem:
+        return f"--out: {problem}"
+    if not args.no_cache:
+        problem = _unwritable(cache_dir(create=False))
+        if problem:
+            return f"the cache (NERO_LITE_CACHE): {problem}; set NERO_LITE_CACHE or use --no-cache"
     return None
 
 
@@ -251,10 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check(args)
     if problem:
         fail(problem)
-    start = time.perf_counter()
     try:
-        splits = read(args)
-    except (FileNotFoundError, ValueError) as error:  # bad folders or classes, as nero_lite.data reports them
-        fail(str(error).splitlines()[0])
-    score(args, splits, time.perf_counter() - start)
+        if not args.no_cache:
+            remove_stale_temp_files()  # left by a run that was killed while writing
+        start = time.perf_counter()
+        try:
+            splits = read(args)
+        except (FileNotFoundError, ValueError) as error:  # bad folders or classes, as nero_lite.data reports them
+            fail(str(error).splitlines()[0])
+        score(args, splits, time.perf_counter() - start)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; results in {args.out} are as they were", file=sys.stderr)
+        return 130
     return 0

@@ -155,6 +155,49 @@ def test_bad_options_end_in_one_line_before_anything_is_read(tree, capsys, monke
     assert line.endswith("(see python -m nero_lite score --help)")
 
 
+def test_unusable_outputs_are_refused_before_anything_is_read(tree, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
+    (tree / "a_file").write_text("x")
+    assert "--out: " in _error(tree, _option(_args(tree), "--out", str(tree / "a_file")), capsys)
+    assert "cannot be created" in _error(tree, _option(_args(tree), "--out", str(tree / "a_file" / "out")), capsys)
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tree / "a_file" / "cache"))
+    assert "the cache (NERO_LITE_CACHE)" in _error(tree, _args(tree), capsys)
+    assert not (tree / "out").exists()
+
+
+def test_no_cache_runs_with_an_unusable_cache_and_touches_none(tree, monkeypatch):
+    (tree / "a_file").write_text("x")
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tree / "a_file" / "cache"))
+    assert cli.main(_args(tree, "--detectors", "msp", "--no-cache")) == 0
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tree / "unused"))
+    assert cli.main(_args(tree, "--detectors", "msp", "--no-cache")) == 0
+    assert not (tree / "unused").exists()
+
+
+def test_a_failed_write_leaves_the_previous_results_whole(tree, monkeypatch):
+    assert cli.main(_args(tree, "--detectors", "msp")) == 0
+    before = {p.name: p.read_bytes() for p in (tree / "out").iterdir()}
+    assert sorted(before) == ["metrics.json", "metrics.md", "run.json", "scores.csv"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli, "_markdown", lambda metrics: broken())  # fails after scores.csv and metrics.json
+    with pytest.raises(OSError, match="disk full"):
+        cli.main(_args(tree, "--detectors", "msp,energy"))
+    assert {p.name: p.read_bytes() for p in (tree / "out").iterdir()} == before  # no staging folder left either
+
+
+def test_an_interrupt_is_one_line(tree, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "read", interrupted)
+    assert cli.main(_args(tree)) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0]
+
+
 def test_cuda_without_a_gpu_is_refused_up_front(tree, capsys, monkeypatch):
     monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the device was checked"))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
