@@ -15,7 +15,8 @@ images. It writes into ``--out``:
 ``metrics.md``
     The same table in markdown.
 ``run.json``
-    The options, image counts, ID test accuracy, the seconds of each phase, and under
+    The options, image counts, ID test accuracy, the seconds of each phase, the image files
+    found but not loaded (``skipped_files``: unreadable, or beside the class folders), and under
     ``detectors`` the hyperparameters adapted to a small training set (``adapted``) and
     the detectors left out because they could not be fitted on it (``skipped``), each with
     its reason; both are also printed.
@@ -244,6 +245,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "id_accuracy": id_accuracy,
         "model_from_cache": bool(getattr(model, "from_cache", False)),
         "detectors": {"adapted": adapted, "skipped": skipped},
+        "skipped_files": [{"file": file, "reason": reason} for file, reason in splits.skipped.items()],
         "seconds": seconds,
     }
     writers = {

@@ -190,6 +190,9 @@ class Splits:
         OOD test images; its labels index ``ood.classes``.
     ood_kind : dict
         ``"near"`` or ``"far"`` per OOD class.
+    skipped : dict
+        Image files found but not loaded, file → reason (``"unreadable"``, or ``"not in a
+        class folder"`` for an image lying beside the class folders); empty for generated data.
     """
 
     name: str
@@ -197,6 +200,7 @@ class Splits:
     test: ImageSet
     ood: ImageSet
     ood_kind: dict[str, str]
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def id_classes(self) -> list[str]:
@@ -466,23 +470,36 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
-def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool) -> ImageSet:
-    """Read the listed files into an :class:`ImageSet`, skipping unreadable files with one warning."""
+def _warn_skipped(skipped: dict[str, str], root: Path) -> None:
+    """One warning that counts the skipped files and names the first few."""
+    if skipped:
+        names = ", ".join(f"{Path(file).name} ({reason})" for file, reason in list(skipped.items())[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        warnings.warn(f"skipped {len(skipped)} image file(s) under {root}: {names}{more}", stacklevel=4)
+
+
+def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool, skipped: dict | None = None) -> ImageSet:
+    """Read the listed files into an :class:`ImageSet`, skipping unreadable files.
+
+    The skipped files go into ``skipped`` (file → ``"unreadable"``) when it is given;
+    otherwise one warning names them.
+    """
     jobs = [(k, path) for k, paths in enumerate(listing.values()) for path in paths]
-    images, labels, files, skipped = [], [], [], []
+    images, labels, files, failed = [], [], [], []
     bar = tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not progress or len(jobs) <= _PROGRESS_ABOVE)
     for label, path in bar:
         try:
             images.append(_read_image(path, size))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            skipped.append(path)
+            failed.append(path)
             continue
         labels.append(label)
         files.append(str(path))
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable image file(s) under {root} (first: {skipped[0].name})", stacklevel=3
-        )
+    unreadable = {str(path): "unreadable" for path in failed}
+    if skipped is None:
+        _warn_skipped(unreadable, root)
+    else:
+        skipped.update(unreadable)
     classes = list(listing)
     found = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=len(classes))
     empty = [name for name, count in zip(classes, found.tolist()) if count == 0]
@@ -642,7 +659,7 @@ def _cache_path(kind: str, key: dict) -> Path:
 
 def _save(splits: Splits, path: Path) -> None:
     """Write tensors and names (no pickled objects) as a checksummed cache entry."""
-    payload = {"name": splits.name, "ood_kind": dict(splits.ood_kind)}
+    payload = {"name": splits.name, "ood_kind": dict(splits.ood_kind), "skipped": dict(splits.skipped)}
     for key in ("train", "test", "ood"):
         imageset = getattr(splits, key)
         payload[key] = {"images": imageset.images, "labels": imageset.labels, "classes": imageset.classes}
@@ -654,7 +671,7 @@ def _save(splits: Splits, path: Path) -> None:
 def _restore(path: Path) -> Splits:
     payload = torch.load(path, weights_only=True)
     sets = {key: ImageSet(**payload[key]) for key in ("train", "test", "ood")}
-    return Splits(payload["name"], ood_kind=payload["ood_kind"], **sets)
+    return Splits(payload["name"], ood_kind=payload["ood_kind"], skipped=payload["skipped"], **sets)
 
 
 def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
@@ -731,19 +748,29 @@ def _split_folder(
         "train_fraction": train_fraction,
     }
 
+    loose = {
+        str(path): "not in a class folder"
+        for folder in dict.fromkeys(p for p in (root, ood_root, test_root) if p is not None)
+        for path in _image_files(folder)
+    }
+    key["loose"] = sorted(loose)
+
     def build() -> Splits:
-        ood = _read(listings["ood"], ood_root or root, size, progress)
-        ids = _read(listings["id"], root, size, progress)
+        skipped = dict(loose)
+        ood = _read(listings["ood"], ood_root or root, size, progress, skipped)
+        ids = _read(listings["id"], root, size, progress, skipped)
         if test_root is None:
             train_index, test_index = _stratified_split(ids.labels, train_fraction, seed)
             train, test = ids.subset(train_index), ids.subset(test_index)
         else:
             train = ids
-            test = _relabel(_read(listings["test"], test_root, size, progress), list(id_classes))
+            test = _relabel(_read(listings["test"], test_root, size, progress, skipped), list(id_classes))
         kinds = {c: ood_kind.get(c, "near") for c in ood_classes}
-        return Splits(name, train, test, ood, kinds)
+        return Splits(name, train, test, ood, kinds, skipped)
 
-    return _cached(name, key, build, cache)
+    splits = _cached(name, key, build, cache)
+    _warn_skipped(splits.skipped, root)  # on every run, from the cache too
+    return splits
 
 
 def _dataset_folder(name: str, root: str | os.PathLike | None) -> Path:

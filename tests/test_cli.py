@@ -72,6 +72,7 @@ def test_score_writes_scores_metrics_and_run(tree, capsys):
 
     run = json.loads((out / "run.json").read_text())
     assert run["images"] == {"train": 36, "id": 12, "ood": 10}
+    assert run["skipped_files"] == []
     assert run["options"]["mask_corner"] is True
     assert set(run["seconds"]) == {"read", "train", "extract", "detectors", "write"}
     assert "| all |" in capsys.readouterr().out
@@ -93,6 +94,19 @@ def test_a_small_training_set_adapts_knn_and_neco_and_skips_what_cannot_be_fitte
     assert set(pd.read_csv(tree / "out" / "scores.csv").detector) == {"msp", "knn", "neco"}
     err = capsys.readouterr().err
     assert "warning: skipped detector she" in err and err.count("skipped detector she") == 1
+
+
+def test_skipped_files_are_in_run_json_on_cached_reruns_too(tree):
+    (tree / "ood" / "grey" / "broken.png").write_bytes(b"not a png")
+    _draw(tree / "ood" / "loose", 1, (0, 0, 0), seed=0)
+    (tree / "ood" / "loose" / "img00.png").rename(tree / "ood" / "stray.png")
+    (tree / "ood" / "loose").rmdir()
+    for run in ("first", "cached"):
+        with pytest.warns(UserWarning, match="skipped 2 image file"):
+            assert cli.main(_args(tree, "--detectors", "msp")) == 0
+        skipped = json.loads((tree / "out" / "run.json").read_text())["skipped_files"]
+        assert skipped == [{"file": str(tree / "ood" / "stray.png"), "reason": "not in a class folder"},
+                           {"file": str(tree / "ood" / "grey" / "broken.png"), "reason": "unreadable"}], run
 
 
 def test_second_run_reuses_the_trained_model(tree):

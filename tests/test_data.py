@@ -245,9 +245,10 @@ def test_read_imagefolder_reads_the_classes_in_the_order_asked(tree):
 
 
 def test_folder_loader_reads_converts_and_warns(tree):
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\)") as record:
+    with pytest.warns(UserWarning, match=r"skipped 1 image file\(s\)") as record:
         splits = data.load(tree, id_classes=["a", "b", "c"], size=24, cache=False)
-    assert len(record) == 1 and "broken.jpg" in str(record[0].message)
+    assert len(record) == 1 and "broken.jpg (unreadable)" in str(record[0].message)
+    assert splits.skipped == {str(tree / "c" / "broken.jpg"): "unreadable"}
     assert splits.name == "tree"
     assert splits.id_classes == ["a", "b", "c"] and splits.ood_classes == ["x", "y"]
     assert splits.ood_kind == {"x": "near", "y": "near"}
@@ -257,6 +258,21 @@ def test_folder_loader_reads_converts_and_warns(tree):
     everything = splits.train.files + splits.test.files + splits.ood.files
     assert any(f.endswith("gray.png") for f in everything) and any(f.endswith("rgba.png") for f in everything)
     assert not any(f.endswith(("broken.jpg", "notes.txt")) for f in everything)
+
+
+def test_skipped_and_loose_files_are_listed_on_every_run(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    for name in ("x", "y"):
+        (tree / name).rename(ood / name)
+    for i in range(5):
+        _write(ood / f"loose{i}.png", seed=i)  # beside the class folders: not an OOD class
+    expected = {str(tree / "c" / "broken.jpg"): "unreadable", **{str(ood / f"loose{i}.png"): "not in a class folder" for i in range(5)}}
+    for run in ("read", "cached"):
+        with pytest.warns(UserWarning, match=r"skipped 6 image file\(s\) under .*: .* and 3 more") as record:
+            splits = data.load_folders(tree, ood, size=16)
+        assert len(record) == 1 and splits.skipped == expected, run
 
 
 def test_stratified_seeded_split(tree):
@@ -286,10 +302,12 @@ def test_id_and_ood_subfolders_and_load_folders(tmp_path):
     assert splits.test.classes == ["p", "q"]
 
 
-def test_folder_loader_is_cached(tree, tmp_path):
+def test_folder_loader_is_cached(tree, tmp_path, monkeypatch):
     with pytest.warns(UserWarning):
         first = data.load(tree, id_classes=["a", "b", "c"], size=16)
-    second = data.load(tree, id_classes=["a", "b", "c"], size=16)  # from the cache: no warning, same tensors
+    with monkeypatch.context() as patch, pytest.warns(UserWarning, match="broken.jpg"):  # still named from the cache
+        patch.setattr(data, "_read", lambda *args: pytest.fail("read again although cached"))
+        second = data.load(tree, id_classes=["a", "b", "c"], size=16)
     assert torch.equal(first.train.images, second.train.images) and first.train.files == second.train.files
     _write(tree / "a" / "new.png")  # the listing changed: read again
     with pytest.warns(UserWarning):
@@ -309,7 +327,7 @@ def test_clear_errors(tree, tmp_path, monkeypatch):
         data.load(tree, id_classes=["a", "empty"], cache=False)
     (tree / "junk").mkdir()
     (tree / "junk" / "bad.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="no readable images"), pytest.warns(UserWarning):
+    with pytest.raises(ValueError, match="no readable images"):
         data.load(tree, id_classes=["a", "b"], ood_classes=["junk"], cache=False)
     with pytest.raises(ValueError, match="give id_classes"):
         data.load(tree, cache=False)
