@@ -18,7 +18,7 @@ test images (uint8 tensors in memory) with their class names:
 
 Real images are read with PIL, converted to RGB, center-cropped to a square and
 resized (bicubic) to ``size``; the ID classes are split into train and test,
-stratified and seeded. Loaded sets are cached under :func:`cache_dir`.
+stratified and seeded. Loaded sets are cached under :func:`~nero_lite.cache.cache_dir`.
 
 Environment variables:
 
@@ -838,7 +838,7 @@ def load(
         place of HyperKvasir's 120 (119 of which are among them). They are masked with
         the rest.
     cache : bool
-        Reuse (and store) the loaded tensors under :func:`cache_dir`.
+        Reuse (and store) the loaded tensors under :func:`~nero_lite.cache.cache_dir`.
     config : SyntheticConfig, optional
         Counts and difficulty of the synthetic set (default
         :data:`nero_lite.synthetic.DEFAULT_CONFIG`).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +178,21 @@ def test_unusable_outputs_are_refused_before_anything_is_read(tree, capsys, monk
     monkeypatch.setenv("NERO_LITE_CACHE", str(tree / "a_file" / "cache"))
     assert "the cache (NERO_LITE_CACHE)" in _error(tree, _args(tree), capsys)
     assert not (tree / "out").exists()
+
+
+def test_a_read_only_out_folder_is_refused_before_anything_is_read(tree, capsys, monkeypatch):
+    """As a user without write permission sees it (simulated: the tests may run as root, who may write anywhere)."""
+    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
+    (tree / "out").mkdir()
+
+    def read_only(dir=None, **kwargs):
+        if Path(dir) == tree / "out":
+            raise PermissionError(13, "Permission denied")
+        return open(os.devnull, "wb")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", read_only)
+    line = _error(tree, _args(tree), capsys)
+    assert "--out: " in line and "is not writable (Permission denied)" in line
 
 
 def test_no_cache_runs_with_an_unusable_cache_and_touches_none(tree, monkeypatch):
