@@ -339,6 +339,13 @@ class _OutlierHead(ABC):
     """g trained with BCE (ID = 0, outlier = 1) on randomly transformed images; subclasses say what g reads."""
 
     kind: str
+    config: SemisupConfig | None
+    __repr__ = signature_repr
+
+    @property
+    def _cfg(self) -> SemisupConfig:
+        """``config``, or the defaults when it was not given."""
+        return self.config or SemisupConfig()
 
     @abstractmethod
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
@@ -469,8 +476,6 @@ class IntermediateLayerDetector(_OutlierHead):
         self.cache = cache
         self.progress = progress
 
-    __repr__ = signature_repr
-
     @property
     def _cfg(self) -> SemisupConfig:
         """``config``, or GEOM's when it was not given."""
@@ -527,13 +532,6 @@ class BceDetector(_OutlierHead):
         self.device = device
         self.cache = cache
         self.progress = progress
-
-    __repr__ = signature_repr
-
-    @property
-    def _cfg(self) -> SemisupConfig:
-        """``config``, or the defaults when it was not given."""
-        return self.config or SemisupConfig()
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
         return geometric_transforms(self._cfg.transforms, self._cfg.shift), {"raw": 3}
