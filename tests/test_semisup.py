@@ -286,3 +286,25 @@ def test_detectors_store_their_arguments_and_derive_their_repr():
     head = semisup.IntermediateLayerDetector(geom, layers=("z1",))
     assert head.config is None and repr(head) == "IntermediateLayerDetector(layers=('z1',))"
     assert repr(semisup.BceDetector(seed=1)) == "BceDetector(seed=1)"
+
+
+def test_paired_difference_pairs_the_seeds_and_says_how_sure_it_is():
+    """Two normal classes per seed; the class mean is taken first, then a - b per seed."""
+    rows = []
+    for seed, (a, b) in enumerate([(0.80, 0.70), (0.90, 0.70), (0.70, 0.60)]):
+        for normal, shift in (("x", 0.05), ("y", -0.05)):
+            rows += [{"method": "a", "seed": seed, "normal": normal, "auroc": a + shift, "n": 1},
+                     {"method": "b", "seed": seed, "normal": normal, "auroc": b + shift, "n": 1},
+                     {"method": "a", "seed": seed, "normal": normal, "auroc": 0.0, "n": 2}]
+    results = pd.DataFrame(rows)
+    diff = semisup.paired_difference(results, "a", "b", n=1)
+    assert diff.differences.round(6).tolist() == [0.1, 0.2, 0.1]
+    assert diff.mean == pytest.approx(0.4 / 3) and diff.std == pytest.approx(0.057735, abs=1e-6)
+    assert diff.ahead == 3 and diff.consistent and diff.consistent_lead
+    assert str(diff) == "+0.133 ± 0.058 (ahead in 3 of 3 seeds; consistent: same sign in every seed and larger than the spread)"
+    reverse = semisup.paired_difference(results, "b", "a", n=1)
+    assert reverse.consistent and not reverse.consistent_lead and reverse.ahead == 0
+    mixed = semisup.paired_difference(results.assign(auroc=results.auroc.where(~((results.seed == 2) & (results.method == "b")), 0.95)), "a", "b", n=1)
+    assert not mixed.larger_than_spread and str(mixed).endswith("within the spread over seeds)")
+    with pytest.raises(ValueError, match=r"no results for method\(s\) \['b'\]"):
+        semisup.paired_difference(results, "a", "b", n=2)

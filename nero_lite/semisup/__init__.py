@@ -34,7 +34,7 @@ from .detectors import (
 )
 from .networks import GNet, WideResNet, tap_features
 from .outliers import TEXTURES, OneClassTask, one_class_splits, texture_outliers
-from .protocol import METHODS, run_protocol, summarize
+from .protocol import METHODS, PairedDifference, paired_difference, run_protocol, summarize
 from .transforms import GeometricTransforms, Transform, geometric_transforms
 
 __all__ = [
@@ -48,11 +48,13 @@ __all__ = [
     "IntermediateLayerDetector",
     "NotFittedError",
     "OneClassTask",
+    "PairedDifference",
     "SemisupConfig",
     "Transform",
     "WideResNet",
     "geometric_transforms",
     "one_class_splits",
+    "paired_difference",
     "run_protocol",
     "summarize",
     "tap_features",

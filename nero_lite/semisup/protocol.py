@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 from tqdm import tqdm
@@ -21,7 +22,7 @@ from ..metrics import auroc
 from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector, SemisupConfig
 from .outliers import one_class_splits, texture_outliers
 
-__all__ = ["METHODS", "run_protocol", "summarize"]
+__all__ = ["METHODS", "PairedDifference", "paired_difference", "run_protocol", "summarize"]
 
 #: Method name → what it is. The last five are ablations of ``proposed``: g reads one feature.
 METHODS = {
@@ -147,3 +148,70 @@ def summarize(results: pd.DataFrame, by: Sequence[str] = ("method",), metric: st
     summary = per_seed.groupby(level=list(range(len(by)))).agg(["mean", "std", "count"])
     summary["std"] = summary["std"].fillna(0.0)
     return summary.rename(columns={"count": "seeds"})
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Per-seed difference ``a − b`` of two methods' class-averaged metric (see :func:`paired_difference`).
+
+    With :math:`d_s` the difference in seed :math:`s`, ``mean`` and ``std`` (ddof 1) are taken
+    over the seeds. The difference is *larger than the spread* when :math:`|\\bar d| > \\operatorname{sd}(d)`,
+    and *consistent* when, in addition, every :math:`d_s` has the same sign.
+    """
+
+    a: str
+    b: str
+    differences: pd.Series
+
+    @property
+    def mean(self) -> float:
+        return float(self.differences.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.differences.std())
+
+    @property
+    def ahead(self) -> int:
+        """In how many seeds ``a`` is ahead of ``b``."""
+        return int((self.differences > 0).sum())
+
+    @property
+    def larger_than_spread(self) -> bool:
+        return abs(self.mean) > self.std
+
+    @property
+    def consistent(self) -> bool:
+        """Larger than the spread, with the same sign in every seed."""
+        same_sign = bool((self.differences > 0).all() or (self.differences < 0).all())
+        return self.larger_than_spread and same_sign
+
+    @property
+    def consistent_lead(self) -> bool:
+        """``a`` ahead of ``b`` in every seed, by more than the spread."""
+        return self.consistent and self.mean > 0
+
+    def __str__(self) -> str:
+        if self.consistent:
+            verdict = "consistent: same sign in every seed and larger than the spread"
+        elif self.larger_than_spread:
+            verdict = "larger than the spread, but not in every seed"
+        else:
+            verdict = "within the spread over seeds"
+        return f"{self.mean:+.3f} ± {self.std:.3f} (ahead in {self.ahead} of {len(self.differences)} seeds; {verdict})"
+
+
+def paired_difference(results: pd.DataFrame, a: str, b: str, metric: str = "auroc", **where) -> PairedDifference:
+    """Methods ``a`` and ``b`` compared seed by seed, on the rows of ``results`` matching ``where``.
+
+    In each seed the metric is averaged over the normal classes (as :func:`summarize` does);
+    the difference ``a − b`` is paired by seed, so the spread of the seeds common to both
+    methods cancels. ``where`` selects rows by column value, e.g. ``n_outliers=8``.
+    """
+    for column, value in where.items():
+        results = results[results[column] == value]
+    per_seed = results.groupby(["method", "seed"])[metric].mean().unstack("method")
+    missing = [m for m in (a, b) if m not in per_seed]
+    if missing:
+        raise ValueError(f"no results for method(s) {missing} where {where or 'anywhere'}")
+    return PairedDifference(a, b, per_seed[a] - per_seed[b])
