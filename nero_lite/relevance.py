@@ -12,6 +12,7 @@ zennit composite, for explanations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -90,10 +91,10 @@ def head_relevance(
 def layer_relevance(
     model: nn.Module,
     inputs: torch.Tensor,
-    layer: nn.Module,
+    layer: nn.Module | str | Sequence[nn.Module | str],
     composite: Composite,
     target: Target = "predicted",
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """LRP relevance of the output of ``layer`` (a submodule of ``model``), same shape as that output.
 
     ``composite`` (a zennit composite, with its canonizers, e.g.
@@ -101,15 +102,32 @@ def layer_relevance(
     relevance is :func:`output_relevance` of ``target``. zennit's rules make the backward
     pass carry relevance instead of gradient, so the relevance of the layer's output is
     the modified gradient that reaches it. Put ``model`` in eval mode.
+
+    ``layer`` may also be ``"input"`` (the relevance of ``inputs``), or a sequence of
+    submodules and ``"input"``: then all of them come from the same forward and backward
+    pass, as a tuple in that order (e.g. to check conservation between two layers). A
+    submodule called several times gives the relevance of its last call.
     """
-    captured: list[torch.Tensor] = []
+    single = isinstance(layer, (nn.Module, str))
+    layers = [layer] if single else list(layer)
+    unknown = [item for item in layers if isinstance(item, str) and item != "input"]
+    if unknown:
+        raise ValueError(f"layers are submodules of the model or 'input', got {unknown}")
+    captured: dict[int, torch.Tensor] = {}
+    x = inputs.detach().requires_grad_(True)
     with composite.context(model) as modified, torch.enable_grad():
-        handle = layer.register_forward_hook(lambda module, args, out: captured.append(out))
+        handles = [
+            item.register_forward_hook(lambda module, args, out, i=i: captured.__setitem__(i, out))
+            for i, item in enumerate(layers)
+            if isinstance(item, nn.Module)
+        ]
         try:
-            output = modified(inputs.detach().requires_grad_(True))
+            output = modified(x)
         finally:
-            handle.remove()
-        if not captured:
+            for handle in handles:
+                handle.remove()
+        if len(captured) < len(handles):
             raise ValueError("layer is not called in the forward pass of model")
-        (relevance,) = torch.autograd.grad(output, captured[-1], grad_outputs=output_relevance(output.detach(), target))
-    return relevance
+        tensors = [x if isinstance(item, str) else captured[i] for i, item in enumerate(layers)]
+        relevance = torch.autograd.grad(output, tensors, grad_outputs=output_relevance(output.detach(), target))
+    return relevance[0] if single else relevance

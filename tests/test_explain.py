@@ -28,7 +28,7 @@ from nero_lite.explain import (
 )
 from nero_lite.models import create_model, extract
 from nero_lite.outputs import Outputs
-from nero_lite.relevance import output_relevance
+from nero_lite.relevance import layer_relevance
 
 matplotlib.use("Agg")
 
@@ -96,17 +96,7 @@ def fitted(model, train):
 
 def relevance_sums(model, x, composite, layer):
     """Sum of the relevance at the output of ``layer`` and at the input, predicted class, per sample."""
-    captured = {}
-    handle = layer.register_forward_hook(lambda module, args, out: captured.setdefault("layer", out))
-    try:
-        with composite.context(model) as modified, torch.enable_grad():
-            x = x.clone().requires_grad_(True)
-            out = modified(x)
-            at_layer, at_input = torch.autograd.grad(
-                out, [captured["layer"], x], grad_outputs=output_relevance(out.detach(), "predicted")
-            )
-    finally:
-        handle.remove()
+    at_layer, at_input = layer_relevance(model, x, [layer, "input"], composite)
     return at_layer.flatten(1).sum(1), at_input.flatten(1).sum(1)
 
 
@@ -237,20 +227,7 @@ def test_vit_lrp_is_finite_and_conserves_at_the_tokens(vit, images):
 
 def relative_error_tokens(model, x):
     """Relative gap between the relevance at the head input and at the token embeddings (after the position embedding)."""
-    captured = {}
-    handles = [
-        model.fc_norm.register_forward_hook(lambda m, a, out: captured.setdefault("head", out)),
-        model.pos_drop.register_forward_hook(lambda m, a, out: captured.setdefault("tokens", out)),
-    ]
-    try:
-        with vit_composite().context(model) as modified, torch.enable_grad():
-            out = modified(x.clone().requires_grad_(True))
-            head, tokens = torch.autograd.grad(
-                out, [captured["head"], captured["tokens"]], grad_outputs=output_relevance(out.detach(), "predicted")
-            )
-    finally:
-        for handle in handles:
-            handle.remove()
+    head, tokens = layer_relevance(model, x, [model.fc_norm, model.pos_drop], vit_composite())
     head, tokens = head.flatten(1).sum(1), tokens.flatten(1).sum(1)
     return float(((tokens - head).abs() / head.abs()).max())
 

@@ -9,6 +9,8 @@ from zennit.composites import EpsilonPlusFlat, LayerMapComposite
 from zennit.rules import Epsilon
 from zennit.torchvision import ResNetCanonizer
 
+from nero_lite.canonizers import resnet_composite
+from nero_lite.models import create_model
 from nero_lite.relevance import head_relevance, layer_relevance, output_relevance
 
 TARGETS = ["softmax", "predicted", 2]
@@ -96,3 +98,16 @@ def test_layer_relevance_in_resnet18_is_finite_and_shaped():
     assert relevance.shape == (2, 256, 2, 2)
     assert torch.isfinite(relevance).all() and relevance.abs().sum() > 0
     assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_layer_relevance_of_several_layers_comes_from_one_pass():
+    torch.manual_seed(0)
+    model = create_model("resnet18", 3, 32).eval()
+    composite = resnet_composite()
+    x = torch.randn(2, 3, 32, 32)
+    layer3, layer4, pixels = layer_relevance(model, x, [model.layer3, model.layer4, "input"], composite, target=1)
+    torch.testing.assert_close(layer3, layer_relevance(model, x, model.layer3, composite, target=1))
+    torch.testing.assert_close(pixels, layer_relevance(model, x, "input", composite, target=1))
+    assert layer4.shape == (2, 512, 1, 1) and pixels.shape == x.shape
+    with pytest.raises(ValueError, match="'output'"):
+        layer_relevance(model, x, [model.layer3, "output"], composite)
