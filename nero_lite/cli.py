@@ -3,7 +3,10 @@
 ``python -m nero_lite score --train ID_TRAIN_DIR --id ID_TEST_DIR --ood OOD_DIR`` trains
 (or reuses from the cache) a classifier on the ImageFolder at ``--train``, extracts its
 outputs once, fits the detectors on the training outputs and scores the ID test and OOD
-images. It writes into ``--out``:
+images. The classifier is trained from scratch, or fine-tuned from timm's ImageNet
+weights (``--pretrained``, online) or from a local file (``--weights``); a ``--weights``
+file that is a whole classifier of the ``--train`` classes is used as it is, untrained.
+``--recipe paper`` trains with the NERO paper's recipe. It writes into ``--out``:
 
 ``scores.csv``
     One row per image and detector: ``file, set`` (``id``/``ood``) ``, ood_class,
@@ -23,9 +26,10 @@ images. It writes into ``--out``:
 
 Bad input ends with a one-line error and exit status 2, before any image is read where it
 can be seen from the options: a missing folder or a file in its place, ``--id`` or ``--ood``
-the same folder as ``--train``, a vit size that is not a multiple of 8, an unknown or absent
-device, an unknown detector; then a class folder without images, a single ID class, an ID
-test class missing from ``--train``.
+the same folder as ``--train``, a vit size that is not a multiple of 8 (deit_small: 16), an
+unknown architecture or device, an unknown detector, a ``--weights`` file that is missing or
+not a state dict; then a class folder without images, a single ID class, an ID test class
+missing from ``--train``, weights that do not fit the architecture.
 """
 
 from __future__ import annotations
@@ -38,17 +42,20 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import timm
+from torch import nn
 
 from . import detectors as _detectors
 from .cache import cache_dir, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
 from .data import CORNER_FRACTION, TEXT_MARGIN_FRACTION, Splits, load_folders
-from .models import ARCHITECTURES, Recipe, accuracy, resolve_device, train_classifier
+from .models import ARCHITECTURES, Recipe, accuracy, create_model, read_weights, resolve_device, train_classifier
 
-__all__ = ["build_parser", "main", "read", "score", "small_data_params"]
+__all__ = ["build_parser", "classifier", "main", "read", "score", "small_data_params"]
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
@@ -61,6 +68,12 @@ def _detector_list(text: str) -> list[str]:
             f"unknown detector(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(_detectors.available())}"
         )
     return list(dict.fromkeys(names))
+
+
+def _architecture(text: str) -> str:
+    if text not in ARCHITECTURES and not timm.is_model(text):
+        raise argparse.ArgumentTypeError(f"unknown architecture {text!r}: choose {', '.join(ARCHITECTURES)} or a timm model name")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -100,9 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="in-distribution test images; each sub-folder must be a class of --train")
     score.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
                        help="out-of-distribution images, one sub-folder per kind (metrics are reported per sub-folder)")
-    score.add_argument("--arch", choices=ARCHITECTURES, default="resnet18d",
-                       help="classifier trained from scratch: timm ResNet-18-D (its relevance maps have no fixed grid), the paper's "
-                            "plain ResNet-18, or DeiT-Tiny on an 8×8 grid of patches (default: resnet18d)")
+    score.add_argument("--arch", type=_architecture, default="resnet18d", metavar="ARCH",
+                       help="the classifier: resnet18d (timm ResNet-18-D, whose relevance maps have no fixed grid), resnet18 "
+                            "(the paper's CNN), vit (DeiT-Tiny on an 8×8 grid of patches), deit_small (the paper's "
+                            "transformer, 16-pixel patches) or any timm model name with a linear head (default: resnet18d)")
+    start = score.add_mutually_exclusive_group()
+    start.add_argument("--pretrained", action="store_true",
+                       help="fine-tune from timm's ImageNet weights (downloaded: needs internet; resnet18 gets torchvision's, as the paper)")
+    start.add_argument("--weights", type=Path, metavar="FILE",
+                       help="start from a local safetensors or weights-only torch state dict of ARCH: a whole classifier "
+                            "whose head has one output per --train class is used as it is (no training); any other "
+                            "(e.g. ImageNet weights) is fine-tuned with a new head")
+    score.add_argument("--recipe", choices=("book", "paper"), default="book",
+                       help="training recipe: book (AdamW, one-cycle, flips and transposes) or paper (the NERO paper's: "
+                            "Adam lr 1e-4, batch 32, flips, colour jitter, invert, equalize) (default: book)")
     score.add_argument("--size", type=_positive, default=128, help="images are center-cropped and resized to SIZE×SIZE pixels (default: 128)")
     score.add_argument("--epochs", type=_positive, default=20, help="training epochs (default: 20)")
     score.add_argument("--seed", type=int, default=0, help="seeds initialisation, batch order and augmentation (default: 0)")
@@ -191,6 +215,21 @@ def read(args: argparse.Namespace) -> Splits:
     )
 
 
+def classifier(args: argparse.Namespace, splits: Splits, device) -> nn.Module:
+    """The model of the options: the ``--weights`` classifier as it is when its head fits the
+    ``--train`` classes, else trained (or reused from the cache) with ``--recipe``."""
+    if args.weights is not None:
+        model = create_model(args.arch, len(splits.id_classes), args.size, weights=args.weights)
+        if model.head_loaded:
+            print(f"using the classifier in {args.weights} as it is (its head has one output per --train class)", file=sys.stderr)
+            model.from_cache = False
+            return model.to(device).eval()
+        print(f"fine-tuning from {args.weights} with a new head of {len(splits.id_classes)} classes", file=sys.stderr)
+    recipe = replace(Recipe.paper() if args.recipe == "paper" else Recipe(), epochs=args.epochs)
+    return train_classifier(splits.train, args.arch, recipe, seed=args.seed, pretrained=args.pretrained,
+                            weights=args.weights, device=device, cache=not args.no_cache)
+
+
 def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -> dict:
     """Run the ``score`` command on images already read; returns what it wrote to ``run.json``."""
     seconds = {"read": read_seconds}
@@ -199,8 +238,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
           f"({len(splits.id_classes)} ID classes, {len(splits.ood_classes)} OOD classes) on {device}", file=sys.stderr)
 
     start = time.perf_counter()
-    model = train_classifier(splits.train, args.arch, Recipe(epochs=args.epochs), seed=args.seed,
-                             device=device, cache=not args.no_cache)
+    model = classifier(args, splits, device)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -244,6 +282,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "classes": {"id": splits.id_classes, "ood": splits.ood_classes},
         "id_accuracy": id_accuracy,
         "model_from_cache": bool(getattr(model, "from_cache", False)),
+        "model_used_as_is": bool(getattr(model, "head_loaded", False)),
         "detectors": {"adapted": adapted, "skipped": skipped},
         "skipped_files": [{"file": file, "reason": reason} for file, reason in splits.skipped.items()],
         "seconds": seconds,
@@ -273,6 +312,13 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{option} is the --train folder ({args.train}); give images the classifier does not train on"
     if args.arch == "vit" and (args.size % 8 or args.size < 16):
         return f"--size: the vit cuts images into an 8×8 grid of patches, so SIZE must be a multiple of 8 (at least 16), got {args.size}"
+    if args.arch == "deit_small" and args.size % 16:
+        return f"--size: deit_small cuts images into 16-pixel patches, so SIZE must be a multiple of 16, got {args.size}"
+    if args.weights is not None:
+        try:
+            read_weights(args.weights)
+        except (FileNotFoundError, ValueError) as error:
+            return f"--weights: {error}"
     try:
         resolve_device(args.device)
     except ValueError as error:
@@ -305,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             splits = read(args)
-        except (FileNotFoundError, ValueError) as error:  # bad folders or classes, as nero_lite.data reports them
+            if args.weights is not None:  # weights that do not fit ARCH, found before any training
+                create_model(args.arch, len(splits.id_classes), args.size, weights=args.weights)
+        except (FileNotFoundError, ValueError) as error:  # bad folders, classes or weights, as nero_lite reports them
             fail(str(error).splitlines()[0])
         score(args, splits, time.perf_counter() - start)
     except KeyboardInterrupt:

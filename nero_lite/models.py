@@ -4,7 +4,7 @@ The data flow of the book is ``data.load`` → :func:`train_classifier` (or cach
 weights) → :func:`extract` (one forward pass → :class:`~nero_lite.outputs.Outputs`)
 → detectors → metrics.
 
-Three architectures are built with timm, from scratch (nothing is downloaded):
+The architectures are built with timm, from scratch unless asked otherwise:
 
 * ``"resnet18"`` — timm's ResNet-18 (He et al., CVPR 2016), the NERO paper's CNN.
 * ``"resnet18d"`` — timm's ResNet-18-D (He et al., "Bag of Tricks for Image
@@ -14,6 +14,16 @@ Three architectures are built with timm, from scratch (nothing is downloaded):
   leaves a fixed grid of spots in every relevance map. The package default.
 * ``"vit"`` — DeiT-Tiny (Touvron et al., ICML 2021) with its patch size adapted to the
   image size (``img_size // 8``), so a 64×64 image gives 8×8 = 64 tokens.
+* ``"deit_small"`` — DeiT-S (timm ``deit_small_patch16_224``, D = 384), the NERO paper's
+  transformer, with 16-pixel patches.
+* any other timm model name whose classifier is one ``nn.Linear``.
+
+Starting weights (:func:`create_model`): nothing is downloaded unless ``pretrained=True``
+(timm's hub, ImageNet weights; for ResNet-18 torchvision's, as in the NERO paper), and
+``weights=PATH`` reads a local safetensors or ``weights_only`` torch file: a whole
+classifier whose head matches the classes, or a backbone (e.g. ImageNet weights saved
+earlier) whose head is replaced. :meth:`Recipe.paper` is the NERO paper's fine-tuning
+recipe (Chhetri et al., MICCAI 2025, ``model_training/train.py`` of the official code).
 """
 
 from __future__ import annotations
@@ -21,33 +31,46 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models import load_state_dict
 from torch import nn
+from torchvision.transforms import v2
 from tqdm import tqdm
 
-from .cache import cache_dir, fingerprint, read_entry, write_entry
+from .cache import cache_dir, fingerprint, read_entry, sha256, write_entry
 from .data import ImageSet, to_input
 from .outputs import Outputs
 
 __all__ = [
     "ARCHITECTURES",
     "Outputs",
+    "PRETRAINED_TAGS",
     "Recipe",
     "accuracy",
     "create_model",
     "extract",
     "find_head",
+    "read_weights",
     "resolve_device",
     "train_classifier",
 ]
 
-#: The architectures :func:`create_model` builds; the first is the default.
-ARCHITECTURES = ("resnet18d", "resnet18", "vit")
+#: The architectures :func:`create_model` names (any timm model name is accepted too); the first is the default.
+ARCHITECTURES = ("resnet18d", "resnet18", "vit", "deit_small")
+#: The timm model and pretrained tag each named architecture loads with ``pretrained=True``
+#: (``resnet18.tv_in1k`` is torchvision's ImageNet ResNet-18, the NERO paper's starting point).
+PRETRAINED_TAGS = {
+    "resnet18d": "resnet18d.ra2_in1k",
+    "resnet18": "resnet18.tv_in1k",
+    "vit": "deit_tiny_patch16_224.fb_in1k",
+    "deit_small": "deit_small_patch16_224.fb_in1k",
+}
 _CACHE_VERSION = "2"  # 2: entries carry a checksum (nero_lite.cache)
 
 
@@ -72,18 +95,116 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def create_model(arch: str, num_classes: int, img_size: int = 64) -> nn.Module:
-    """A randomly initialised classifier with a linear head (no pretrained weights); ``arch`` in :data:`ARCHITECTURES`."""
+def _timm_kwargs(arch: str, img_size: int) -> tuple[str, dict]:
+    """The timm model name and keyword arguments of ``arch`` at ``img_size``."""
     if arch in ("resnet18", "resnet18d"):
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+        return arch, {}
     if arch == "vit":
         patch = max(img_size // 8, 2)
         if img_size % patch:
             raise ValueError(f"vit needs an image size divisible by {patch}, got {img_size}")
-        return timm.create_model(
-            "deit_tiny_patch16_224", pretrained=False, num_classes=num_classes, img_size=img_size, patch_size=patch
+        return "deit_tiny_patch16_224", {"img_size": img_size, "patch_size": patch}
+    if arch == "deit_small":
+        if img_size % 16:
+            raise ValueError(f"deit_small cuts images into 16-pixel patches: the image size must be a multiple of 16, got {img_size}")
+        return "deit_small_patch16_224", {"img_size": img_size}
+    if timm.is_model(arch):
+        return arch, {}
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES} or a timm model name")
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, or a torch file loaded with ``weights_only=True``.
+
+    Read by timm's ``load_state_dict`` (which unwraps ``{"state_dict": ...}`` and
+    ``{"model": ...}`` checkpoints and a ``module.`` prefix); a file that needs unpickling
+    arbitrary objects is refused, never executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = load_state_dict(str(path), use_ema=False)
+    except Exception as error:  # pickle.UnpicklingError, safetensors' and torch's own errors
+        raise ValueError(
+            f"{path} is not a safetensors or weights-only torch state dict ({type(error).__name__}); "
+            "save it with safetensors.torch.save_file(model.state_dict(), ...) or torch.save(model.state_dict(), ...)"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def _head_name(model: nn.Module) -> str:
+    head = find_head(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def create_model(
+    arch: str,
+    num_classes: int,
+    img_size: int = 64,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """A classifier with a linear head of ``num_classes`` outputs.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCHITECTURES` or a timm model name whose classifier is one ``nn.Linear``.
+    pretrained : bool
+        Start from timm's ImageNet weights (:data:`PRETRAINED_TAGS` for the named
+        architectures), downloaded from timm's hub: the explicit opt-in for users online.
+        The head is new.
+    weights : path, optional
+        Start from a local file (:func:`read_weights`). A whole classifier of ``arch``,
+        with a head of ``num_classes`` outputs, is loaded as it is (``model.head_loaded``
+        is True: it needs no training). Any other file of ``arch`` (e.g. ImageNet weights
+        with a 1000-class head, or none) is loaded through timm's ``pretrained_cfg_overlay``,
+        which resamples a ViT's position embedding to ``img_size`` and leaves the head new.
+
+    Without ``pretrained`` and ``weights`` the model is randomly initialised and nothing
+    is downloaded.
+    """
+    name, kwargs = _timm_kwargs(arch, img_size)
+    if pretrained and weights is not None:
+        raise ValueError("give pretrained=True (timm's hub) or weights=PATH (a local file), not both")
+    if weights is not None:
+        state = read_weights(weights)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        _check_linear_head(model, arch, num_classes)
+        head = _head_name(model)
+        expected = model.state_dict()
+        backbone = {k for k in expected if not k.startswith(head + ".")}
+        missing = sorted(backbone - set(state))
+        if missing:
+            raise ValueError(
+                f"{weights} does not hold {arch} weights: {len(missing)} of its {len(backbone)} backbone tensors "
+                f"are missing (e.g. {missing[0]!r})"
+            )
+        if all(k in state and state[k].shape == v.shape for k, v in expected.items()):
+            model.load_state_dict({k: state[k] for k in expected})
+            model.head_loaded = True
+            return model
+        model = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(weights), "num_classes": 0},
+            num_classes=num_classes, **kwargs,
         )
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    elif pretrained:
+        model = timm.create_model(PRETRAINED_TAGS.get(arch, name), pretrained=True, num_classes=num_classes, **kwargs)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    _check_linear_head(model, arch, num_classes)
+    model.head_loaded = False
+    return model
+
+
+def _check_linear_head(model: nn.Module, arch: str, num_classes: int) -> None:
+    head = find_head(model)
+    if head.out_features != num_classes or head is not model.get_classifier():
+        raise ValueError(f"{arch} has no linear classifier head of {num_classes} outputs; nero_lite needs one (NERO reads its input)")
 
 
 def find_head(model: nn.Module) -> nn.Linear:
@@ -111,9 +232,23 @@ def find_head(model: nn.Module) -> nn.Linear:
 class Recipe:
     """Training hyperparameters; part of the cache key.
 
-    AdamW with a one-cycle cosine schedule (linear warm-up over the first 10 % of
-    steps), light augmentation (random horizontal/vertical flips and 90° rotations,
-    which leave an endoscopic view plausible).
+    The default (the book's, for small images trained from scratch): AdamW with a
+    one-cycle cosine schedule (linear warm-up over the first 10 % of steps), light
+    augmentation (random horizontal/vertical flips and transposes, i.e. 90° rotations,
+    which leave an endoscopic view plausible). :meth:`paper` is the NERO paper's
+    fine-tuning recipe.
+
+    Attributes
+    ----------
+    optimizer : {"adamw", "adam"}
+    schedule : {"onecycle", "constant"}
+    augment : bool
+        Random horizontal and vertical flips (each p = 0.5).
+    transpose : bool
+        With ``augment``, also transpose square images (p = 0.5).
+    photometric : bool
+        torchvision's ``ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25)``,
+        ``RandomInvert(0.3)`` and ``RandomEqualize(0.3)``, per image.
     """
 
     epochs: int = 8
@@ -121,17 +256,58 @@ class Recipe:
     lr: float = 2e-3
     weight_decay: float = 0.05
     augment: bool = True
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    transpose: bool = True
+    photometric: bool = False
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("onecycle", "constant"):
+            raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}")
+
+    @classmethod
+    def paper(cls) -> Recipe:
+        """The NERO paper's recipe: Adam (lr 1e-4, no weight decay, constant), batch 32,
+        20 epochs; random flips, ColorJitter 0.25, RandomInvert 0.3, RandomEqualize 0.3;
+        ImageNet normalisation (:func:`~nero_lite.data.to_input`, used everywhere).
+
+        From the official code's ``model_training/train.py`` (Chhetri et al., MICCAI
+        2025), where it fine-tunes ImageNet weights at 224 px: combine it with
+        ``pretrained=True`` (or ``weights=``) and ``size=224`` for the paper's setting.
+        """
+        return cls(epochs=20, batch_size=32, lr=1e-4, weight_decay=0.0, optimizer="adam", schedule="constant",
+                   transpose=False, photometric=True)
+
+    def key(self) -> dict:
+        """The cache-key form: the first five fields always, later ones only when they differ
+        from their default, so that weights cached before those fields existed stay valid."""
+        values, defaults = asdict(self), Recipe()
+        first = ("epochs", "batch_size", "lr", "weight_decay", "augment")
+        return {f.name: values[f.name] for f in fields(self) if f.name in first or values[f.name] != getattr(defaults, f.name)}
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+_PHOTOMETRIC = v2.Compose([
+    v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25),
+    v2.RandomInvert(0.3),
+    v2.RandomEqualize(0.3),
+])
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator, recipe: Recipe) -> torch.Tensor:
+    """The recipe's augmentation of a uint8 batch. Flips and transposes draw from ``generator``;
+    the photometric transforms from torch's global generator, seeded by :func:`train_classifier`."""
     n = len(x)
     flip_h = torch.rand(n, generator=generator) < 0.5
     flip_v = torch.rand(n, generator=generator) < 0.5
     x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
     x = torch.where(flip_v[:, None, None, None], x.flip(2), x)
     transpose = torch.rand(n, generator=generator) < 0.5
-    if x.shape[2] == x.shape[3]:
+    if recipe.transpose and x.shape[2] == x.shape[3]:
         x = torch.where(transpose[:, None, None, None], x.transpose(2, 3), x)
+    if recipe.photometric:
+        x = torch.stack([_PHOTOMETRIC(image) for image in x])
     return x
 
 
@@ -141,6 +317,8 @@ def train_classifier(
     recipe: Recipe | None = None,
     *,
     seed: int = 0,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
     device: str | torch.device = "auto",
     cache: bool = True,
     progress: bool = True,
@@ -151,14 +329,19 @@ def train_classifier(
     ----------
     data : ImageSet
         ID training images (uint8) and labels, e.g. ``splits.train``.
-    arch : {"resnet18d", "resnet18", "vit"}
+    arch : str
         ``"resnet18d"`` by default: its shortcuts average-pool before their 1×1
         convolution, so its relevance maps carry no fixed grid (see
-        :mod:`nero_lite.faithfulness`); ``"resnet18"`` is the plain ResNet-18 of the NERO paper.
+        :mod:`nero_lite.faithfulness`); ``"resnet18"`` is the plain ResNet-18 of the NERO
+        paper; see :func:`create_model` for the others.
     recipe : Recipe, optional
-        Hyperparameters; :class:`Recipe` defaults when omitted.
+        Hyperparameters; :class:`Recipe` defaults when omitted, :meth:`Recipe.paper` for
+        the NERO paper's fine-tuning.
     seed : int
         Seeds initialisation, batch order and augmentation.
+    pretrained, weights
+        The starting weights (see :func:`create_model`): timm's ImageNet weights, or a
+        local file (the cache key holds its SHA-256). Training fine-tunes all of them.
     cache : bool
         Reuse weights trained before for the same (data, arch, recipe, seed) under
         :func:`nero_lite.cache.cache_dir`; weights are stored as safetensors, written
@@ -181,31 +364,37 @@ def train_classifier(
         "version": _CACHE_VERSION,
         "data": fingerprint(data.images, data.labels),
         "arch": arch,
-        "recipe": asdict(recipe),
+        "recipe": recipe.key(),
         "seed": seed,
         "num_classes": num_classes,
         "img_size": img_size,
     }
+    if pretrained or weights is not None:
+        key["init"] = f"timm:{PRETRAINED_TAGS.get(arch, arch)}" if pretrained else f"file:{sha256(Path(weights))}"
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     weights_path = cache_dir(create=False) / "models" / f"{arch}-{digest}.safetensors"
 
     torch.manual_seed(seed)
-    model = create_model(arch, num_classes, img_size)
     entry = read_entry(weights_path, load_file) if cache else None
     if entry is not None:
         state, meta = entry
+        model = create_model(arch, num_classes, img_size)
         model.load_state_dict(state)
         model.training_history = meta["history"]
         model.from_cache = True
         return model.to(device).eval()
 
+    model = create_model(arch, num_classes, img_size, pretrained=pretrained, weights=weights)
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = int(np.ceil(len(data) / recipe.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
-    )
+    scheduler = None
+    if recipe.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
+        )
     loss_fn = nn.CrossEntropyLoss()
     history = []
     start = time.perf_counter()
@@ -216,14 +405,15 @@ def train_classifier(
         for idx in order.split(recipe.batch_size):
             x = data.images[idx]
             if recipe.augment:
-                x = _augment(x, generator)
+                x = _augment(x, generator, recipe)
             y = data.labels[idx].to(device)
             logits = model(to_input(x, device))
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
         history.append({"epoch": epoch + 1, "loss": total_loss / len(data), "train_accuracy": correct / len(data)})

@@ -12,6 +12,7 @@ mean ± standard deviation table, the form in which the book reports real-image 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -151,6 +152,8 @@ def run_study(
     arch: str = "resnet18d",
     size: int = 64,
     recipe: Recipe | None = None,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
     detectors: list[str] | None = None,
     params: dict[str, dict] | None = None,
     device: str | torch.device = "auto",
@@ -168,9 +171,11 @@ def run_study(
     masks : tuple of bool
         ``True`` applies :func:`~nero_lite.data.mask_shortcut` (lower-left corner) to the
         train, test and OOD images alike.
-    arch, recipe
+    arch, recipe, pretrained, weights
         The classifier (:func:`~nero_lite.models.train_classifier`; trained once per
-        data, arch, recipe and seed, then read from the cache).
+        data, arch, recipe, starting weights and seed, then read from the cache). The NERO
+        paper's setting: ``arch="resnet18"`` or ``"deit_small"``, ``size=224``,
+        ``recipe=Recipe.paper()``, ``pretrained=True`` (online) or ``weights=`` a local file.
     detectors, params
         Passed to :func:`~nero_lite.compare.compare_detectors` (default: all); ODIN gets
         the model for its input perturbation.
@@ -184,7 +189,8 @@ def run_study(
         for seed in seeds:
             splits = _data.load(dataset, size=size, seed=seed, mask_corner=masked, progress=progress, **load_options)
             start = time.perf_counter()
-            model = train_classifier(splits.train, arch, recipe, seed=seed, device=device, progress=progress)
+            model = train_classifier(splits.train, arch, recipe, seed=seed, pretrained=pretrained, weights=weights,
+                                     device=device, progress=progress)
             seconds = time.perf_counter() - start
             outputs = extract_splits(model, splits, device=device, progress=False)
             table, scores = compare_detectors(outputs, splits, detectors, params, model=model, progress=progress)

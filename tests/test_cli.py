@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nero_lite import cli, detectors
+from nero_lite import cli, detectors, models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,11 +253,65 @@ def test_a_bar_in_a_class_name_keeps_the_markdown_table_intact(tree):
     assert "yellow\\|green" in rows[2] + rows[3]
 
 
+# --------------------------------------------------------------------------- starting weights and recipes
+def _state_file(path: Path, num_classes: int) -> Path:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    model = timm.create_model("resnet18", num_classes=num_classes)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
+    weights = _state_file(tree / "mine.safetensors", num_classes=3)
+    assert cli.main(_args(tree, "--arch", "resnet18", "--weights", str(weights), "--detectors", "msp")) == 0
+    assert "as it is" in capsys.readouterr().err
+    run = json.loads((tree / "out" / "run.json").read_text())
+    assert run["model_used_as_is"] and run["options"]["weights"] == str(weights)
+
+
+def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkeypatch):
+    seen = {}
+    real = cli.train_classifier
+
+    def spy(data, arch, recipe, **kwargs):
+        seen.update(recipe=recipe, **kwargs)
+        return real(data, arch, recipe, **kwargs)
+
+    monkeypatch.setattr(cli, "train_classifier", spy)
+    weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
+    argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--detectors", "msp")
+    assert cli.main(argv) == 0
+    assert "fine-tuning from" in capsys.readouterr().err
+    assert seen["weights"] == weights and not seen["pretrained"]
+    assert seen["recipe"] == replace(models.Recipe.paper(), epochs=2)
+    assert not json.loads((tree / "out" / "run.json").read_text())["model_used_as_is"]
+
+
+def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(cli, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
+    assert "--weights: weights file not found" in _error(tree, _args(tree, "--weights", str(tree / "absent.pt")), capsys)
+    torch.save({"model": object()}, tree / "pickled.pt")
+    assert "is not a safetensors or weights-only" in _error(tree, _args(tree, "--weights", str(tree / "pickled.pt")), capsys)
+    resnet = _state_file(tree / "resnet.safetensors", num_classes=3)
+    assert "does not hold vit weights" in _error(tree, _args(tree, "--arch", "vit", "--weights", str(resnet)), capsys)
+    assert "unknown architecture 'resnet_nonexistent'" in _error(tree, _args(tree, "--arch", "resnet_nonexistent"), capsys)
+    assert "not allowed with argument" in _error(tree, _args(tree, "--pretrained", "--weights", str(resnet)), capsys)
+    assert "multiple of 16" in _error(tree, _option(_args(tree, "--arch", "deit_small"), "--size", "24"), capsys)
+    assert not (tree / "out").exists()
+
+
 def test_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "nero_lite", "score", "--help"], capture_output=True, text=True,
                           check=True, cwd=ROOT).stdout
     for option in ("--train", "--id", "--ood", "--arch", "--size", "--epochs", "--seed", "--mask-corner",
-                   "--mask-text", "--detectors", "--out", "--device", "--no-cache"):
+                   "--mask-text", "--detectors", "--out", "--device", "--no-cache", "--pretrained", "--weights", "--recipe"):
         assert option in text
 
 
