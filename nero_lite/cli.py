@@ -52,6 +52,7 @@ from torch import nn
 from . import detectors as _detectors
 from .cache import cache_dir, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
+from .detectors.presets import arch_family
 from .data import CORNER_FRACTION, TEXT_MARGIN_FRACTION, Splits, load_folders
 from .models import ARCHITECTURES, Recipe, accuracy, create_model, read_weights, resolve_device, train_classifier
 
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"black out the lower-left {round(100 * CORNER_FRACTION)}%% square of every image (HyperKvasir's box)")
     score.add_argument("--mask-text", action="store_true",
                        help=f"black out the left {round(100 * TEXT_MARGIN_FRACTION)}%% strip of every image (on-screen text)")
+    score.add_argument("--preset", choices=_detectors.PRESETS, default="ours",
+                       help="detector hyperparameters: ours (each method's paper) or reference (NERO's reference code, "
+                            "for a resnet or vit/deit ARCH: NERO k=175, ReAct clip 0.9/0.99, ODIN T=100, eps=5e-4, NECO's "
+                            "transformer form) (default: ours)")
     score.add_argument("--detectors", type=_detector_list, default=_detectors.available(), metavar="NAMES",
                        help="comma-separated detectors, e.g. nero,msp,knn (default: all)")
     score.add_argument("--out", type=Path, default=Path("results"), help="output folder, created if needed; its four files are overwritten (default: results)")
@@ -253,7 +258,8 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         print(f"{name}: {note}", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # each skipped detector is reported once, below
-        table, scores = compare_detectors(outputs, splits, args.detectors, params, model=model, skip_failing=True)
+        table, scores = compare_detectors(outputs, splits, args.detectors, params, model=model, skip_failing=True,
+                                          preset=args.preset, arch=args.arch)
     skipped = table.attrs["skipped"]
     for name, reason in skipped.items():
         print(f"warning: skipped detector {name}: {reason}", file=sys.stderr)
@@ -314,6 +320,11 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--size: the vit cuts images into an 8×8 grid of patches, so SIZE must be a multiple of 8 (at least 16), got {args.size}"
     if args.arch == "deit_small" and args.size % 16:
         return f"--size: deit_small cuts images into 16-pixel patches, so SIZE must be a multiple of 16, got {args.size}"
+    if args.preset == "reference":
+        try:
+            arch_family(args.arch)
+        except ValueError as error:
+            return f"--preset reference: {error}"
     if args.weights is not None:
         try:
             read_weights(args.weights)

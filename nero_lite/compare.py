@@ -61,6 +61,10 @@ def compare_detectors(
     model: nn.Module | None = None,
     progress: bool = True,
     skip_failing: bool = False,
+    *,
+    preset: str = "ours",
+    arch: str | None = None,
+    convention: str = "ours",
 ) -> tuple[pd.DataFrame, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Fit and score detectors by name; metrics per OOD class and pooled.
 
@@ -82,6 +86,12 @@ def compare_detectors(
         with a class that has no correctly classified training image) is left out with a
         warning instead of stopping the comparison; ``table.attrs["skipped"]`` gives
         ``{name: reason}``.
+    preset, arch : str
+        The hyperparameters of detectors given by name (:func:`nero_lite.detectors.create`):
+        ``"ours"``, or ``"reference"`` (NERO's reference code) for the architecture ``arch``;
+        ``params`` override them.
+    convention : str
+        How FPR95 is counted (:func:`nero_lite.metrics.fpr_at_tpr`).
 
     Returns
     -------
@@ -93,7 +103,8 @@ def compare_detectors(
     """
     params = params or {}
     if not isinstance(names, dict):
-        names = {name: _detectors.create(name, **params.get(name, {})) for name in names or _detectors.available()}
+        names = {name: _detectors.create(name, preset, arch, **params.get(name, {}))
+                 for name in names or _detectors.available()}
     rows, scores, skipped = [], {}, {}
     for name, detector in tqdm(names.items(), desc="detectors", disable=not progress):
         start = time.perf_counter()
@@ -113,7 +124,8 @@ def compare_detectors(
             id_scores, ood_scores = detector.score(outputs.test), detector.score(outputs.ood)
         scored = time.perf_counter()
         scores[name] = (id_scores.cpu(), ood_scores.cpu())
-        table = evaluate_table(id_scores, ood_scores, splits.ood.labels, splits.ood_classes, splits.ood_kind)
+        table = evaluate_table(id_scores, ood_scores, splits.ood.labels, splits.ood_classes, splits.ood_kind,
+                               convention=convention)
         table = table.assign(detector=name, fit_s=fitted - start, score_s=scored - fitted).reset_index()
         rows.append(table)
     if not rows:

@@ -8,6 +8,8 @@ class of every metric below; out-of-distribution (OOD) samples are the negatives
   higher than a random OOD sample (ties count one half).
 * FPR95: the fraction of OOD samples accepted as ID at the threshold where 95 % of
   the ID samples are accepted (the false-positive rate at 95 % true-positive rate).
+  :func:`fpr_at_tpr` also computes it as NERO's reference code counts it and as
+  OpenOOD defines it (OOD as the positive class): ``convention=``, see there.
 * AUPR-In: average precision with ID as the positive class.
 * AUPR-Out: average precision with OOD as the positive class (scores negated).
 
@@ -21,7 +23,19 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "evaluate", "threshold_at_tpr", "evaluate_table"]
+__all__ = [
+    "FPR_CONVENTIONS",
+    "auroc",
+    "fpr_at_tpr",
+    "aupr_in",
+    "aupr_out",
+    "evaluate",
+    "threshold_at_tpr",
+    "evaluate_table",
+]
+
+#: The names :func:`fpr_at_tpr` accepts as ``convention``: ours (the default), NERO's reference code's, OpenOOD's.
+FPR_CONVENTIONS = ("ours", "reference", "openood")
 
 
 def _to_numpy(scores, name: str) -> np.ndarray:
@@ -48,15 +62,52 @@ def auroc(id_scores, ood_scores) -> float:
     return float(roc_auc_score(y, s))
 
 
-def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
-    """False-positive rate (OOD accepted as ID) at the first ROC point with TPR ≥ ``tpr``.
+def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95, convention: str = "ours") -> float:
+    r"""False-positive rate at a true-positive rate of ``tpr``, in one of three conventions.
 
-    Tied scores are never split: a threshold accepts all samples with a given
-    score or none of them, so with ties the reached TPR can exceed ``tpr``.
+    With :math:`n` ID scores sorted descending, :math:`s_{(1)} \ge \dots \ge s_{(n)}`, and
+    :math:`m` OOD scores :math:`o_i`:
+
+    * ``"ours"`` (default): ID is the positive class; the first ROC point with TPR ≥ ``tpr``,
+      i.e. the threshold :math:`\tau = s_{(\lceil \mathrm{tpr} \cdot n \rceil)}` and
+
+      .. math:: \mathrm{FPR} = \frac{|\{i : o_i \ge \tau\}|}{m}
+
+      (OOD accepted as ID). Tied scores are never split: a threshold accepts all samples
+      with a given score or none of them, so with ties the reached TPR can exceed ``tpr``.
+    * ``"reference"``: as NERO's reference code counts (Chhetri et al., MICCAI 2025;
+      ``ood/run_nero.py`` and ``ood/run_other_algos.py``: ``thresh =
+      np.sort(scores_in)[int(np.floor(0.95 * num_ind))]`` on outlier scores): the same
+      formula with :math:`\tau = s_{(\lfloor \mathrm{tpr} \cdot n \rfloor + 1)}`. It
+      accepts one ID sample more than ours when :math:`\mathrm{tpr} \cdot n` is whole
+      (for ``tpr=0.95``: when n is a multiple of 20), and the same otherwise; ``tpr`` must
+      be below 1.
+    * ``"openood"``: as OpenOOD v1.5 (Zhang et al., "OpenOOD v1.5: Enhanced Benchmark for
+      Out-of-Distribution Detection", arXiv:2306.09301, 2023; ``openood/evaluators/metrics.py``,
+      ``auc_and_fpr_recall``) defines it: **OOD is the positive class** (scores
+      negated), ``tpr`` is the fraction of OOD samples flagged, and the result is the
+      fraction of *ID* samples flagged as OOD at the first ROC point where at least ``tpr``
+      of the OOD samples are, the threshold :math:`\tau = o_{(\lceil \mathrm{tpr} \cdot m
+      \rceil)}` of the OOD scores sorted ascending:
+
+      .. math:: \mathrm{FPR} = \frac{|\{j : s_j \le \tau\}|}{n}
+
+      A different quantity from the other two: it reads the ROC curve at the other end.
     """
+    if convention not in FPR_CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {FPR_CONVENTIONS}")
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    if convention == "reference":
+        if tpr == 1.0:
+            raise ValueError("convention='reference' needs tpr < 1: it accepts floor(tpr * n) + 1 of n ID samples")
+        ids, oods = _to_numpy(id_scores, "id_scores"), _to_numpy(ood_scores, "ood_scores")
+        threshold = np.sort(ids)[::-1][int(np.floor(tpr * ids.size))]
+        return float(np.mean(oods >= threshold))
     y, s = _labels_and_scores(id_scores, ood_scores)
+    if convention == "openood":
+        fpr, tprs, _ = roc_curve(1 - y, -s, drop_intermediate=False)
+        return float(fpr[np.argmax(tprs >= tpr)])
     fpr, tprs, _ = roc_curve(y, s, drop_intermediate=False)
     return float(fpr[np.searchsorted(tprs, tpr - 1e-12, side="left")])
 
@@ -85,22 +136,28 @@ def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
     return float(descending[int(np.ceil(tpr * descending.size)) - 1])
 
 
-def evaluate(id_scores, ood_scores) -> dict[str, float]:
-    """All four metrics as fractions in [0, 1]: ``auroc, fpr95, aupr_in, aupr_out``."""
+def evaluate(id_scores, ood_scores, convention: str = "ours") -> dict[str, float]:
+    """All four metrics as fractions in [0, 1]: ``auroc, fpr95, aupr_in, aupr_out``.
+
+    ``convention`` is that of ``fpr95`` (:func:`fpr_at_tpr`); the other three have one.
+    """
     return {
         "auroc": auroc(id_scores, ood_scores),
-        "fpr95": fpr_at_tpr(id_scores, ood_scores, 0.95),
+        "fpr95": fpr_at_tpr(id_scores, ood_scores, 0.95, convention),
         "aupr_in": aupr_in(id_scores, ood_scores),
         "aupr_out": aupr_out(id_scores, ood_scores),
     }
 
 
-def evaluate_table(id_scores, ood_scores, ood_labels, ood_classes, ood_kind: dict[str, str] | None = None) -> pd.DataFrame:
+def evaluate_table(
+    id_scores, ood_scores, ood_labels, ood_classes, ood_kind: dict[str, str] | None = None, convention: str = "ours"
+) -> pd.DataFrame:
     """Metrics per OOD class, per kind of OOD and pooled, one row each.
 
     ``ood_labels`` indexes ``ood_classes`` for every entry of ``ood_scores``. With
     ``ood_kind`` (class name → e.g. ``"near"``/``"far"``) a pooled row is added for each
     kind (``"near-OOD"``, ``"far-OOD"``); the last row, ``"all"``, pools every OOD sample.
+    ``convention`` is that of the ``fpr95`` column (:func:`fpr_at_tpr`).
     """
     ood_scores = _to_numpy(ood_scores, "ood_scores")
     ood_labels = np.asarray(ood_labels.cpu() if isinstance(ood_labels, torch.Tensor) else ood_labels)
@@ -111,6 +168,6 @@ def evaluate_table(id_scores, ood_scores, ood_labels, ood_classes, ood_kind: dic
     for group, members in groups.items():
         mask = np.isin(ood_labels, members)
         if mask.any():
-            rows.append({"ood_class": group, **evaluate(id_scores, ood_scores[mask])})
-    rows.append({"ood_class": "all", **evaluate(id_scores, ood_scores)})
+            rows.append({"ood_class": group, **evaluate(id_scores, ood_scores[mask], convention)})
+    rows.append({"ood_class": "all", **evaluate(id_scores, ood_scores, convention)})
     return pd.DataFrame(rows).set_index("ood_class")

@@ -283,12 +283,21 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
         return real(data, arch, recipe, **kwargs)
 
     monkeypatch.setattr(cli, "train_classifier", spy)
+    real_compare = cli.compare_detectors
+
+    def compare_spy(*args, **kwargs):
+        seen.update(preset=kwargs["preset"], arch=kwargs["arch"])
+        return real_compare(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "compare_detectors", compare_spy)
     weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
-    argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--detectors", "msp")
+    argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--preset", "reference",
+                 "--detectors", "msp,react")
     assert cli.main(argv) == 0
     assert "fine-tuning from" in capsys.readouterr().err
     assert seen["weights"] == weights and not seen["pretrained"]
     assert seen["recipe"] == replace(models.Recipe.paper(), epochs=2)
+    assert (seen["preset"], seen["arch"]) == ("reference", "resnet18")
     assert not json.loads((tree / "out" / "run.json").read_text())["model_used_as_is"]
 
 
@@ -304,6 +313,7 @@ def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypat
     assert "unknown architecture 'resnet_nonexistent'" in _error(tree, _args(tree, "--arch", "resnet_nonexistent"), capsys)
     assert "not allowed with argument" in _error(tree, _args(tree, "--pretrained", "--weights", str(resnet)), capsys)
     assert "multiple of 16" in _error(tree, _option(_args(tree, "--arch", "deit_small"), "--size", "24"), capsys)
+    assert "--preset reference: unknown architecture family" in _error(tree, _args(tree, "--arch", "mobilenetv3_small_050", "--preset", "reference"), capsys)
     assert not (tree / "out").exists()
 
 
@@ -311,7 +321,7 @@ def test_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "nero_lite", "score", "--help"], capture_output=True, text=True,
                           check=True, cwd=ROOT).stdout
     for option in ("--train", "--id", "--ood", "--arch", "--size", "--epochs", "--seed", "--mask-corner",
-                   "--mask-text", "--detectors", "--out", "--device", "--no-cache", "--pretrained", "--weights", "--recipe"):
+                   "--mask-text", "--detectors", "--out", "--device", "--no-cache", "--pretrained", "--weights", "--recipe", "--preset"):
         assert option in text
 
 

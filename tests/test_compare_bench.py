@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from nero_lite import bench, compare, detectors, models
+from nero_lite import bench, compare, detectors, metrics, models
 from nero_lite.data import ImageSet, Splits
 from nero_lite.outputs import Outputs
 
@@ -37,6 +37,28 @@ def test_compare_detectors_tabulates_every_detector_and_group():
     assert (table[table.ood_class == "all"].auroc > 0.9).all()
     labelled, _ = compare.compare_detectors(outputs, fake_splits(), {"nero, no bias": detectors.create("nero", use_bias_term=False)}, progress=False)
     assert set(labelled.detector) == {"nero, no bias"}
+
+
+def test_compare_detectors_builds_the_reference_preset_and_counts_its_fpr():
+    labels = torch.arange(80) % 3
+    outputs = compare.ExtractedSplits(
+        train=fake_outputs(80, labels, 1.0, 0), test=fake_outputs(80, labels, 1.0, 1), ood=fake_outputs(60, torch.full((60,), -1), 0.5, 2)
+    )
+    names = ["react", "energy"]
+    ours, _ = compare.compare_detectors(outputs, fake_splits(), names, progress=False)
+    reference, scores = compare.compare_detectors(outputs, fake_splits(), names, progress=False,
+                                                  preset="reference", arch="resnet18", convention="reference")
+    by_hand = {name: detectors.create(name, preset="reference", arch="resnet18") for name in names}
+    same, _ = compare.compare_detectors(outputs, fake_splits(), by_hand, progress=False)
+    pooled = lambda table: table[table.ood_class == "all"].set_index("detector")
+    # ReAct clips at 0.9 instead of the 90th percentile; Energy has no setting of its own
+    assert pooled(reference).auroc["react"] != pooled(ours).auroc["react"]
+    assert pooled(reference).auroc["energy"] == pooled(ours).auroc["energy"]
+    assert (pooled(reference).auroc == pooled(same).auroc).all()
+    # the test set has 80 ID samples, a multiple of 20: the reference count accepts one more
+    for name, (id_scores, ood_scores) in scores.items():
+        assert pooled(reference).fpr95[name] == metrics.fpr_at_tpr(id_scores, ood_scores, convention="reference")
+        assert pooled(same).fpr95[name] == metrics.fpr_at_tpr(id_scores, ood_scores)
 
 
 def test_a_detector_that_cannot_be_fitted_is_skipped_only_when_asked():

@@ -10,7 +10,10 @@ sample, **higher = more in-distribution**. Run them by name::
 
 Modules, one per family: :mod:`.logits` (MSP, MaxLogit, Energy, Entropy), :mod:`.odin`,
 :mod:`.distance` (Mahalanobis, KNN, SHE), :mod:`.subspace` (ViM, NECO), :mod:`.shaping`
-(ReAct, ASH), :mod:`.gradient` (GradNorm), :mod:`.nero` (NERO).
+(ReAct, ASH), :mod:`.gradient` (GradNorm), :mod:`.nero` (NERO); :mod:`.presets` holds the
+two hyperparameter presets, ours (the default) and that of NERO's reference code::
+
+    detectors.create("nero", preset="reference", arch="vit")  # k = 175, as the paper's code
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .gradient import GradNormDetector
 from .logits import EnergyDetector, EntropyDetector, MaxLogitDetector, MSPDetector
 from .nero import FeatureCentroidDetector, NeroDetector
 from .odin import OdinDetector
+from .presets import PRESETS, preset_params
 from .shaping import ASHDetector, ReActDetector
 from .subspace import NecoDetector, ViMDetector
 
@@ -39,6 +43,7 @@ __all__ = [
     "NeroDetector",
     "NotFittedError",
     "OdinDetector",
+    "PRESETS",
     "Paper",
     "ReActDetector",
     "SHEDetector",
@@ -73,10 +78,16 @@ def available() -> list[str]:
     return list(_REGISTRY)
 
 
-def create(name: str, **params) -> Detector:
-    """A new detector by registry name, e.g. ``create("knn", k=10)``."""
+def create(name: str, preset: str = "ours", arch: str | None = None, **params) -> Detector:
+    """A new detector by registry name, e.g. ``create("knn", k=10)``.
+
+    ``preset`` picks the hyperparameters (:mod:`~nero_lite.detectors.presets`): ``"ours"``,
+    the class defaults, or ``"reference"``, those of NERO's reference code for the
+    architecture ``arch`` (required there, e.g. ``"resnet18"``, ``"vit"``,
+    ``"deit_small"``). Keyword ``params`` override the preset.
+    """
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(_REGISTRY)}") from None
-    return cls(**params)
+    return cls(**{**preset_params(name, preset, arch), **params})

@@ -29,9 +29,10 @@ class GradNormDetector(Detector):
         S(x) = \Big\lVert \frac{\partial L}{\partial W} \Big\rVert_1
              = \frac1T \Big(\sum_k \big|p_k - \tfrac1C\big|\Big) \lVert a \rVert_1
 
-    Only the weight, not the bias, as in the paper (its official code sums the
-    cross-entropy over the classes instead of averaging, which scales every score by
-    :math:`C`; the ranking is the same).
+    Only the weight, not the bias, as in the paper (its official code, and NERO's reference
+    code, ``cv_uncertainty.py``, ``GradNorm``, sum the cross-entropy over the classes
+    instead of averaging, which scales every score by :math:`C`; the ranking, and so every
+    metric, is the same).
 
     Huang, Geng & Li, "On the Importance of Gradients for Detecting Distributional
     Shifts in the Wild", NeurIPS 2021 (``temperature=1``).

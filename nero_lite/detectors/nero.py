@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,15 +101,23 @@ class NeroDetector(Detector):
     * PCA (:class:`sklearn.decomposition.PCA`, exact SVD) of the training neuron
       relevance, keeping :math:`\lfloor` ``pca_fraction`` :math:`\cdot D \rfloor` components,
       at most :math:`N` (the number of training samples: small real data sets such as
-      240 HyperKvasir images with :math:`D = 512` have no more directions to keep);
+      240 HyperKvasir images with :math:`D = 512` have no more directions to keep). The
+      reference code's ``PCA(n_components)`` lets scikit-learn pick the solver, which is
+      randomized, an approximation, at D = 512 for 427 or more training samples (fewer than
+      5120 from scikit-learn 1.5 on);
     * :math:`\mu_c`: the mean projected relevance of the training samples labelled
       :math:`c` (``centroids_per_class > 1``: that many :class:`~sklearn.cluster.KMeans`
       centres per class);
     * :math:`\lambda` = mean over training samples of the same minimum L1 distance taken
       in the raw :math:`(D+1)`-dimensional relevance :math:`(R, R_b)` (centroids computed
       there), divided by the mean of :math:`|R_b|`;
-    * :math:`K(x)`: the :math:`k = \operatorname{round}(` ``k_fraction`` :math:`\cdot D)`
-      neurons of lowest signed relevance (k = 175 for D = 512).
+    * :math:`K(x)`: the :math:`k` neurons of lowest signed relevance, :math:`k =
+      \operatorname{round}(` ``k_fraction`` :math:`\cdot D)` (ours: the paper's k = 175 of
+      ResNet-18's D = 512, as the same share of every D), or ``k`` itself when given.
+      NERO's reference code fixes k = 175 for every D (``run_nero.py``, ``relevanacy_algo``):
+      ``k=175`` reproduces it: 91 % of DeiT-Tiny's D = 192 neurons and 46 % of DeiT-Small's
+      D = 384, where ours keeps 34 % (``create("nero", preset="reference", arch=...)``, see
+      :mod:`~nero_lite.detectors.presets`).
 
     Ablations: ``use_pca=False`` measures distances on the raw neuron relevance;
     ``use_bias_term=False`` drops :math:`\lambda |R_b|`; ``use_norm_factor=False`` drops
@@ -135,6 +144,7 @@ class NeroDetector(Detector):
         self,
         pca_fraction: float = 2 / 3,
         k_fraction: float = 175 / 512,
+        k: int | None = None,
         centroids_per_class: int = 1,
         target: Target = "softmax",
         epsilon: float = 0.0,
@@ -145,6 +155,7 @@ class NeroDetector(Detector):
     ):
         self.pca_fraction = pca_fraction
         self.k_fraction = k_fraction
+        self.k = k
         self.centroids_per_class = centroids_per_class
         self.target = target
         self.epsilon = epsilon
@@ -158,9 +169,14 @@ class NeroDetector(Detector):
     def _fit(self, train: Outputs) -> None:
         train = labelled(train)
         d = train.features.shape[1]
-        self.k_ = round(self.k_fraction * d)
-        if not 1 <= self.k_ <= d:
-            raise ValueError(f"k_fraction={self.k_fraction!r} gives k={self.k_} neurons; need 1 <= k <= D={d}")
+        if self.k is None:
+            self.k_ = round(self.k_fraction * d)
+            if not 1 <= self.k_ <= d:
+                raise ValueError(f"k_fraction={self.k_fraction!r} gives k={self.k_} neurons; need 1 <= k <= D={d}")
+        else:
+            if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral) or not 1 <= self.k <= d:
+                raise ValueError(f"k must be a whole number between 1 and D={d}, got {self.k!r}")
+            self.k_ = int(self.k)
         relevance, bias_relevance = self._relevance(train)
         self.pca_ = _fit_pca(relevance, self.pca_fraction) if self.use_pca else None
         self.centroids_, self.centroid_labels_ = self._centroids(self._project(relevance), train.labels)

@@ -32,6 +32,11 @@ class ReActDetector(Detector):
         \tau = \text{percentile}_p\{a_{ij} : \text{training samples } i, \text{ features } j\}
 
     (elementwise minimum; :math:`\tau` by :func:`numpy.percentile`, linear interpolation).
+    ``threshold`` fixes :math:`\tau` instead (``percentile`` is then unused; ``fit`` only
+    records it and the shapes). Ours is the paper's rule, a percentile of the model's own
+    training activations, whose scale depends on the model; NERO's reference code clips at
+    the constants 0.9 (ResNet-18) and 0.99 (DeiT), ``cv_uncertainty.py``, ``ReAct_Energy``
+    (``create("react", preset="reference", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
 
     Sun, Guo & Li, "ReAct: Out-of-distribution Detection With Rectified Activations",
     NeurIPS 2021 (``percentile=90``).
@@ -41,10 +46,16 @@ class ReActDetector(Detector):
     paper = Paper("Sun, Guo & Li", "ReAct: Out-of-distribution Detection With Rectified Activations", "NeurIPS", 2021)
     requires_fit = True
 
-    def __init__(self, percentile: float = 90.0):
+    def __init__(self, percentile: float = 90.0, threshold: float | None = None):
         self.percentile = percentile
+        self.threshold = threshold
 
     def _fit(self, train: Outputs) -> None:
+        if self.threshold is not None:
+            if not np.isfinite(self.threshold):
+                raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
+            self.threshold_ = float(self.threshold)
+            return
         _check_percentile(self.percentile)
         self.threshold_ = float(np.percentile(train.features.cpu().numpy(), self.percentile))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from sklearn.covariance import EmpiricalCovariance
@@ -38,7 +40,9 @@ class ViMDetector(Detector):
     :class:`~sklearn.covariance.EmpiricalCovariance`); :math:`(\cdot)^{P^\perp}` is the
     residual in its orthogonal complement. ``dim=None`` applies the ViM rule
     :func:`vim_dimension` (NERO's reference code uses 2048 instead of 1500 as the first
-    threshold: the same value for every D < 1500, e.g. 256 for ResNet-18's D = 512).
+    threshold: the same value for every D < 1500 and every D ≥ 2048, e.g. 256 for ResNet-18's
+    D = 512 and 192 for DeiT-Small's D = 384, so the reference preset of
+    :mod:`~nero_lite.detectors.presets` keeps ``dim=None``).
 
     Wang, Li, Feng & Zhang, "ViM: Out-Of-Distribution with Virtual-logit Matching",
     CVPR 2022.
@@ -76,16 +80,24 @@ class NecoDetector(Detector):
 
     .. math::
 
-        S(x) = \frac{\lVert P_d\, h \rVert_2}{\lVert h \rVert_2}\;\big(\times \max_c z_c\big),
-        \qquad h = \frac{a - m}{\sigma}
+        S(x) = \frac{\lVert P_d\, h \rVert_2}{\lVert g \rVert_2}\;\big(\times \max_c z_c\big),
+        \qquad h = \frac{a - m}{\sigma},
+        \qquad g \in \{h, a\}
 
-    with :math:`m, \sigma` the per-feature mean and standard deviation of the training
-    features (:class:`~sklearn.preprocessing.StandardScaler`) and :math:`P_d` the
-    projection on their ``dim`` leading principal components (:class:`~sklearn.decomposition.PCA`).
-    The authors' code multiplies by the maximum logit for transformers (where it also
-    divides by the norm of the unstandardised features) but not for ResNets:
-    ``use_maxlogit=False`` (default) is their ResNet form, ``True`` adds the factor.
-    ``dim=100`` as in NERO's reference code.
+    (:math:`g = h` with ``denominator="standardised"``, :math:`g = a` with ``"raw"``), with
+    :math:`m, \sigma` the per-feature mean and standard deviation of the training features
+    (:class:`~sklearn.preprocessing.StandardScaler`) and :math:`P_d` the projection on their
+    ``dim`` leading principal components (:class:`~sklearn.decomposition.PCA`);
+    ``use_maxlogit=True`` multiplies by the maximum logit. ``dim=100`` as in NERO's
+    reference code.
+
+    Ours (the defaults, ``denominator="standardised", use_maxlogit=False``) is one form for
+    every architecture: numerator and denominator in the same standardised space, so
+    :math:`S \le 1`. NERO's reference code (``cv_uncertainty.py``, ``Neco``) has two: for
+    ResNet-18 exactly ours; for transformers (DeiT, ViT, Swin) it divides by
+    the norm of the *unstandardised* features and multiplies by the maximum logit,
+    ``denominator="raw", use_maxlogit=True``
+    (``create("neco", preset="reference", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
 
     Ben Ammar, Belkhir, Popescu, Manzanera & Franchi, "NECO: NEural Collapse Based
     Out-of-distribution detection", ICLR 2024.
@@ -100,11 +112,16 @@ class NecoDetector(Detector):
     )
     requires_fit = True
 
-    def __init__(self, dim: int = 100, use_maxlogit: bool = False):
+    def __init__(
+        self, dim: int = 100, use_maxlogit: bool = False, denominator: Literal["standardised", "raw"] = "standardised"
+    ):
         self.dim = dim
         self.use_maxlogit = use_maxlogit
+        self.denominator = denominator
 
     def _fit(self, train: Outputs) -> None:
+        if self.denominator not in ("standardised", "raw"):
+            raise ValueError(f"denominator must be 'standardised' or 'raw', got {self.denominator!r}")
         n, d = train.features.shape
         if not 1 <= self.dim <= min(n, d):
             raise ValueError(f"dim must be between 1 and min(N, D) = {min(n, d)}, got {self.dim!r}")
@@ -117,5 +134,6 @@ class NecoDetector(Detector):
         mean, scale = (torch.as_tensor(v).to(a) for v in (self.scaler_.mean_, self.scaler_.scale_))
         pca_mean, components = (torch.as_tensor(v).to(a) for v in (self.pca_.mean_, self.pca_.components_))
         h = (a - mean) / scale
-        ratio = ((h - pca_mean) @ components.T).norm(dim=1) / h.norm(dim=1).clamp_min(torch.finfo(a.dtype).tiny)
+        norm = (h if self.denominator == "standardised" else a).norm(dim=1)
+        ratio = ((h - pca_mean) @ components.T).norm(dim=1) / norm.clamp_min(torch.finfo(a.dtype).tiny)
         return ratio * outputs.logits.amax(dim=1) if self.use_maxlogit else ratio
