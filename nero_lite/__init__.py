@@ -15,7 +15,7 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.canonizers` — zennit canonizers and composites for timm's ResNets and ViTs.
 * :mod:`nero_lite.explain` — why an image is flagged: NERO's score taken apart, score maps, CRP reports.
 * :mod:`nero_lite.faithfulness` — explanations measured against where the finding is.
-* :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method).
+* :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method), also on the paper's handwritten digits (:mod:`nero_lite.semisup.digits`).
 * :mod:`nero_lite.plots` — the figures the book shows.
 * :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
 * :mod:`nero_lite.cli` — ``python -m nero_lite score``: the pipeline on your own folders.

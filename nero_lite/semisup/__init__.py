@@ -13,6 +13,8 @@ Modules, one idea each:
 * :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`~nero_lite.semisup.detectors.SemisupConfig`.
 * :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
 * :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol` and :func:`~nero_lite.semisup.protocol.summarize`.
+* :mod:`~nero_lite.semisup.digits` — the paper's own setting: one-class handwritten digits, rendered letters as outliers, the paper's MNIST tables.
+* :mod:`~nero_lite.semisup.plots` — the chapter's figures.
 
 A chapter's run::
 
@@ -32,14 +34,38 @@ from .detectors import (
     IntermediateLayerDetector,
     SemisupConfig,
 )
+from .digits import (
+    DIGITS,
+    DIGITS_CONFIG,
+    FONTS,
+    LETTERS,
+    PAPER_LAYERS,
+    PAPER_TABLE3,
+    ROTATION_AMBIGUOUS,
+    block_counts,
+    class_gap,
+    counts_to_images,
+    digits_splits,
+    layer_table,
+    letter_outliers,
+    paper_class_gap,
+    per_class_table,
+)
 from .networks import GNet, WideResNet, tap_features
 from .outliers import TEXTURES, OneClassTask, one_class_splits, texture_outliers
 from .protocol import METHODS, PairedDifference, paired_difference, run_protocol, summarize
 from .transforms import GeometricTransforms, Transform, geometric_transforms
 
 __all__ = [
+    "DIGITS",
+    "DIGITS_CONFIG",
+    "FONTS",
+    "LETTERS",
     "METHODS",
+    "PAPER_LAYERS",
+    "PAPER_TABLE3",
     "PROPOSED_LAYERS",
+    "ROTATION_AMBIGUOUS",
     "TEXTURES",
     "BceDetector",
     "GNet",
@@ -52,9 +78,17 @@ __all__ = [
     "SemisupConfig",
     "Transform",
     "WideResNet",
+    "block_counts",
+    "class_gap",
+    "counts_to_images",
+    "digits_splits",
     "geometric_transforms",
+    "layer_table",
+    "letter_outliers",
     "one_class_splits",
     "paired_difference",
+    "paper_class_gap",
+    "per_class_table",
     "run_protocol",
     "summarize",
     "tap_features",

@@ -118,8 +118,8 @@ class OneClassTask(NamedTuple):
 
 
 def _first_per_class(data: ImageSet, classes: Sequence[int], cap: int | None) -> torch.Tensor:
-    """Indices of the first ``cap`` images of each class in ``classes`` (all with None)."""
-    return torch.cat([torch.nonzero(data.labels == c).flatten()[:cap] for c in classes])
+    """Indices of the first ``cap`` images of each class in ``classes`` (all with None; none for no classes)."""
+    return torch.cat([torch.nonzero(data.labels == c).flatten()[:cap] for c in classes] or [torch.zeros(0, dtype=torch.long)])
 
 
 def one_class_splits(

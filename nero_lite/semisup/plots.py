@@ -1,7 +1,9 @@
-"""The figures of chapter 7: an image under GEOM's transforms, AUROC curves and the per-layer bars.
+"""The figures of chapter 7: an image under GEOM's transforms, AUROC curves, the per-layer bars
+and the per-class bars of the digits beside the paper.
 
 Every curve and bar shows the paper's statistic (:func:`~nero_lite.semisup.protocol.summarize`):
-the AUROC averaged over the normal classes, then mean ± standard deviation over the seeds.
+the AUROC averaged over the normal classes, then mean ± standard deviation over the seeds;
+:func:`per_class_bars` shows it per normal class.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from ..data import ImageSet
 from .protocol import summarize
 from .transforms import GeometricTransforms, Transform
 
-__all__ = ["METHOD_COLOURS", "METHOD_LABELS", "class_examples", "transform_gallery", "auroc_curves", "layer_bars"]
+__all__ = [
+    "METHOD_COLOURS",
+    "METHOD_LABELS",
+    "class_examples",
+    "transform_gallery",
+    "auroc_curves",
+    "layer_bars",
+    "per_class_bars",
+]
 
 #: How the figures and tables name the methods of :data:`~nero_lite.semisup.protocol.METHODS`.
 METHOD_LABELS = {
@@ -57,20 +67,23 @@ def _describe(t: Transform) -> str:
     return ", ".join(parts) or "identity"
 
 
-def class_examples(images: ImageSet, per_class: int = 2, title: str | None = None) -> plt.Figure:
-    """A grid with one column per class of ``images`` and its first ``per_class`` images in the rows."""
-    classes = list(images.classes)
+def class_examples(
+    images: ImageSet, per_class: int = 2, title: str | None = None, classes: Sequence[str] | None = None
+) -> plt.Figure:
+    """A grid with one column per class of ``images`` (or per name in ``classes``) and its first ``per_class`` images in the rows."""
+    classes = list(images.classes if classes is None else classes)
     fig, axes = plt.subplots(per_class, len(classes), figsize=(1.25 * len(classes), 1.3 * per_class + 0.4), squeeze=False)
-    for c, name in enumerate(classes):
+    for column, name in enumerate(classes):
+        c = images.classes.index(name)
         members = torch.nonzero(images.labels == c).flatten()[:per_class]
-        for r, ax in enumerate(axes[:, c]):
+        for r, ax in enumerate(axes[:, column]):
             ax.set_xticks([])
             ax.set_yticks([])
             if r < len(members):
                 ax.imshow(images.images[members[r]].permute(1, 2, 0).numpy())
             else:
                 ax.axis("off")
-        axes[0, c].set_title(name, fontsize=8)
+        axes[0, column].set_title(name, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -156,5 +169,43 @@ def layer_bars(
     ax.set_xticklabels([_label(m) for m in methods], rotation=20, ha="right")
     ax.set(ylabel=f"{metric.upper().replace('_', ' ')} (mean ± std over seeds)", title=title)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(
+    table: pd.DataFrame, *, highlight: Sequence[str] = (), title: str | None = None, ylabel: str = "AUROC (%)"
+) -> plt.Figure:
+    """Grouped bars of a per-class table, with the paper's values as markers.
+
+    ``table`` is :func:`~nero_lite.semisup.digits.per_class_table`'s: one row per normal
+    class (and ``"mean"``), columns ``(method, "mean" | "std" | "paper")``. Each method's
+    bar is its mean over seeds with the std as error bar; a black diamond marks the
+    paper's value where it has one. The classes in ``highlight`` are shaded.
+    """
+    methods = list(dict.fromkeys(table.columns.get_level_values(0)))
+    rows = list(table.index)
+    positions = np.arange(len(rows), dtype=float)
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(0.85 * len(rows) + 1.5, 4.2))
+    for name in highlight:
+        p = rows.index(name)
+        ax.axvspan(p - 0.45, p + 0.45, color="0.9", zorder=0)
+    paper_label = "paper (MNIST)"
+    for i, method in enumerate(methods):
+        x = positions + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, table[method, "mean"], width, yerr=table[method, "std"], capsize=2, color=_colour(method), label=_label(method))
+        known = table[method, "paper"].notna().to_numpy()
+        if known.any():
+            ax.scatter(x[known], table[method, "paper"][known], marker="D", s=22, color="black", zorder=3, label=paper_label)
+            paper_label = None  # one legend entry for all the paper's markers
+    values = table.xs("mean", axis=1, level=1) - table.xs("std", axis=1, level=1)
+    low = float(np.nanmin(np.concatenate([values.to_numpy().ravel(), table.xs("paper", axis=1, level=1).to_numpy().ravel()])))
+    ax.set_ylim(max(0.0, low - 5), 101)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(rows)
+    ax.set(xlabel="normal class", ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(methods) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     return fig
