@@ -70,14 +70,14 @@ __all__ = [
 DIGITS = tuple("0123456789")
 #: The classes of :func:`letter_outliers`: one per letter, upper and lower case together (as EMNIST letters).
 LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
-#: The matplotlib fonts letters are rendered in: (family, style, weight).
+#: The matplotlib fonts letters are rendered in, as (family, style, weight).
 FONTS = tuple(
     (family, style, weight)
     for family, slanted in (("DejaVu Sans", "oblique"), ("DejaVu Serif", "italic"), ("DejaVu Sans Mono", "oblique"))
     for style in ("normal", slanted)
     for weight in ("normal", "bold")
 )
-#: The digits the paper singles out: they look alike under a half turn, so GEOM's f cannot name the transform.
+#: The digits the paper singles out; they look alike under a half turn, so GEOM's f cannot name the transform.
 ROTATION_AMBIGUOUS = ("0", "8")
 
 #: The paper's Table 3 on MNIST (AUROC %, 65,536 EMNIST-letter outliers), per normal class
@@ -94,14 +94,14 @@ PAPER_TABLE3 = pd.DataFrame(
     },
     index=[*DIGITS, "mean"],
 )
-#: The paper's per-layer table (Table 2) on MNIST: AUROC % averaged over the ten normal
+#: The paper's per-layer table (Table 2) on MNIST, AUROC % averaged over the ten normal
 #: classes, of GEOM and of g trained on one feature of f (its softmax, or one of z1 … z4)
 #: or on all of z1 … z4 (``proposed``). Source: IPSJ Journal 62(4), 2021, Table 2.
 PAPER_LAYERS = pd.Series(
     {"geom": 92.6, "softmax": 92.1, "z4": 94.5, "z3": 98.5, "z2": 97.8, "z1": 96.4, "proposed": 98.0}, name="paper"
 )
 
-#: The chapter's configuration for the digits: GEOM's 8 rotations × flips (a digit has an
+#: The chapter's configuration for the digits, GEOM's 8 rotations × flips (a digit has an
 #: "up"; on 8 × 8 images a shift would move it by 2 pixels), the native 8 × 8 size, f
 #: trained for 10 epochs over the 8-fold set (GEOM's ⌈200/K⌉ would be 25), every training
 #: and test image of a class; networks as in the CPU default of
