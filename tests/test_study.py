@@ -61,3 +61,20 @@ def test_split_auroc_counts_pairs_per_run(tiny_study):
         tiny_study.split_auroc("polyp", flag[:-1])
     with pytest.raises(ValueError, match="some but not all"):
         tiny_study.split_auroc("polyp", np.ones_like(flag))
+
+
+def test_the_starting_weights_reach_every_training(tmp_path, monkeypatch):
+    """run_study passes pretrained/weights through (the paper's setting); nothing is downloaded here."""
+    seen = []
+    real = study.train_classifier
+
+    def spy(data, arch, recipe, **kwargs):
+        seen.append((arch, recipe, kwargs["pretrained"], kwargs["weights"]))
+        return real(data, arch, recipe, **{**kwargs, "pretrained": False, "weights": None})
+
+    monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
+    monkeypatch.setattr(study, "train_classifier", spy)
+    recipe = models.Recipe(epochs=1)
+    study.run_study("synthetic", seeds=(0, 1), masks=(False,), size=32, arch="resnet18", recipe=recipe,
+                    pretrained=True, detectors=["msp"], config=TINY, progress=False)
+    assert seen == [("resnet18", recipe, True, None)] * 2
