@@ -14,11 +14,19 @@ Modules, one per family: :mod:`.logits` (MSP, MaxLogit, Energy, Entropy), :mod:`
 two hyperparameter presets, ours (the default) and that of NERO's reference code::
 
     detectors.create("nero", preset="reference", arch="vit")  # k = 175, as the paper's code
+
+A detector, fitted or not, is kept in one safetensors file (no pickle; the layout is in
+:mod:`.base`) and read back by :func:`load`, scoring bit for bit as before::
+
+    detectors.create("nero").fit(train).save("nero.safetensors")
+    nero = detectors.load("nero.safetensors")
 """
 
 from __future__ import annotations
 
-from .base import Detector, NotFittedError, Paper
+from pathlib import Path
+
+from .base import Detector, NotFittedError, Paper, load_detector
 from .distance import KNNDetector, MahalanobisDetector, SHEDetector
 from .gradient import GradNormDetector
 from .logits import EnergyDetector, EntropyDetector, MaxLogitDetector, MSPDetector
@@ -50,6 +58,7 @@ __all__ = [
     "ViMDetector",
     "available",
     "create",
+    "load",
 ]
 
 _REGISTRY: dict[str, type[Detector]] = {
@@ -91,3 +100,14 @@ def create(name: str, preset: str = "ours", arch: str | None = None, **params) -
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(_REGISTRY)}") from None
     return cls(**{**preset_params(name, preset, arch), **params})
+
+
+def load(path: str | Path) -> Detector:
+    """The registry detector saved at ``path`` by :meth:`~nero_lite.detectors.base.Detector.save`.
+
+    Its class is the one registered under the saved name. Raises :class:`FileNotFoundError`
+    without a file and :class:`ValueError` for a file that is not a saved detector, is of
+    another format version, fails its checksum, or names no registry detector
+    (:func:`~nero_lite.detectors.base.load_detector`).
+    """
+    return load_detector(path, _REGISTRY)

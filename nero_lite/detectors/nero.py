@@ -43,7 +43,8 @@ class Decomposition:
     ----------
     neurons : (N, D)
         Contribution :math:`c_j` of each head-input neuron to the centroid distance; the
-        row sums are the distance :math:`d(x)` exactly. Positive: the neuron moves the
+        row sums are the distance :math:`d(x)` exactly (L1, or the L\ :sub:`p` norm of
+        ``NeroDetector(p=...)``). Positive: the neuron moves the
         sample away from its nearest centroid; negative: towards it.
     bias : (N,)
         The bias term :math:`\lambda |R_b(x)|` (zeros with ``use_bias_term=False``).
@@ -67,7 +68,7 @@ class Decomposition:
 
     @property
     def distance(self) -> torch.Tensor:
-        r""":math:`d(x) = \sum_j c_j`, the L1 distance to the nearest centroid, shape (N,)."""
+        r""":math:`d(x) = \sum_j c_j`, the L1 (or L\ :sub:`p`) distance to the nearest centroid, shape (N,)."""
         return self.neurons.sum(dim=1)
 
     @property
@@ -119,6 +120,11 @@ class NeroDetector(Detector):
       D = 384, where ours keeps 34 % (``create("nero", preset="reference", arch=...)``, see
       :mod:`~nero_lite.detectors.presets`).
 
+    ``p`` (default 1, the paper's L1) sets the norm of every centroid distance, in the
+    score and in :math:`\lambda`: ``p=2`` measures the L2 distance instead, for the book's
+    check of what the choice of L1 buys (not in the paper). It must be a number
+    :math:`1 \le p < \infty`.
+
     Ablations: ``use_pca=False`` measures distances on the raw neuron relevance;
     ``use_bias_term=False`` drops :math:`\lambda |R_b|`; ``use_norm_factor=False`` drops
     :math:`f`. ``target``/``epsilon`` are passed to ``head_relevance``. The parts are
@@ -139,6 +145,7 @@ class NeroDetector(Detector):
         2025,
     )
     requires_fit = True
+    estimators = (PCA,)
 
     def __init__(
         self,
@@ -152,6 +159,7 @@ class NeroDetector(Detector):
         use_bias_term: bool = True,
         use_norm_factor: bool = True,
         random_state: int | None = 0,
+        p: float = 1.0,
     ):
         self.pca_fraction = pca_fraction
         self.k_fraction = k_fraction
@@ -163,12 +171,15 @@ class NeroDetector(Detector):
         self.use_bias_term = use_bias_term
         self.use_norm_factor = use_norm_factor
         self.random_state = random_state
+        self.p = p
 
     # -- fitting ------------------------------------------------------------------
 
     def _fit(self, train: Outputs) -> None:
         train = labelled(train)
         d = train.features.shape[1]
+        if isinstance(self.p, bool) or not isinstance(self.p, numbers.Real) or not 1 <= self.p < math.inf:
+            raise ValueError(f"p must be a number with 1 <= p < inf, got {self.p!r}")
         if self.k is None:
             self.k_ = round(self.k_fraction * d)
             if not 1 <= self.k_ <= d:
@@ -183,7 +194,7 @@ class NeroDetector(Detector):
         self.references_ = self._references(relevance, train.labels)
         raw = torch.cat([relevance, bias_relevance.unsqueeze(1)], dim=1)
         raw_centroids, _ = self._centroids(raw, train.labels)
-        raw_distance = torch.cdist(raw, raw_centroids, p=1).amin(dim=1)
+        raw_distance = torch.cdist(raw, raw_centroids, p=self.p).amin(dim=1)
         mean_bias = bias_relevance.abs().mean()
         # a head without bias has R_b = 0 everywhere: the bias term vanishes whatever lambda is
         self.lambda_ = (raw_distance.mean() / mean_bias).item() if mean_bias > 0 else 0.0
@@ -240,12 +251,12 @@ class NeroDetector(Detector):
         return self._project(self._relevance(outputs)[0])
 
     def distance(self, outputs: Outputs) -> torch.Tensor:
-        """L1 distance of the (projected) neuron relevance to the nearest centroid, shape (N,)."""
+        """L1 (``p``-norm) distance of the (projected) neuron relevance to the nearest centroid, shape (N,)."""
         return self._distance(self.project(outputs))
 
     def nearest(self, outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class of the nearest centroid and the L1 distance to it (in the space of :meth:`project`), each (N,)."""
-        distances = torch.cdist(self.project(outputs), self.centroids_.to(outputs.features), p=1)
+        """Class of the nearest centroid and the L1 (``p``-norm) distance to it (in the space of :meth:`project`), each (N,)."""
+        distances = torch.cdist(self.project(outputs), self.centroids_.to(outputs.features), p=self.p)
         distance, index = distances.min(dim=1)
         return self.centroid_labels_.to(index.device)[index], distance
 
@@ -266,7 +277,11 @@ class NeroDetector(Detector):
                  = \sum_j \Delta_j \frac{\partial d}{\partial \Delta_j}
                  =: \sum_j c_j .
 
-        Without PCA, :math:`c_j = |\Delta_j|`. With the bias term :math:`\lambda|R_b|` and
+        Without PCA, :math:`c_j = |\Delta_j|`. With ``p`` :math:`\ne 1` the distance
+        :math:`\lVert u \rVert_p` is homogeneous of degree 1 too, and the same identity
+        holds with :math:`\operatorname{sign}(u)` replaced by its gradient
+        :math:`g_i = \operatorname{sign}(u_i) |u_i|^{p-1} / \lVert u \rVert_p^{p-1}`
+        (:math:`g = 0` at :math:`u = 0`). With the bias term :math:`\lambda|R_b|` and
         the norm factor :math:`f(x)` of the class docstring,
         ``-(neurons.sum(1) + bias) * factor`` equals ``score(outputs)`` (up to rounding) for
         every sample and every ablation switch. A :math:`c_j` can be negative: the neuron
@@ -279,14 +294,20 @@ class NeroDetector(Detector):
         """
         outputs = self._check(outputs)
         relevance, bias_relevance = self._relevance(outputs)
-        distances = torch.cdist(self._project(relevance).detach(), self.centroids_.to(relevance), p=1)
+        distances = torch.cdist(self._project(relevance).detach(), self.centroids_.to(relevance), p=self.p)
         centroid = distances.argmin(dim=1)
         deviation = relevance - self.references_.to(relevance)[centroid]
-        if self.pca_ is None:
+        components = None if self.pca_ is None else torch.as_tensor(self.pca_.components_).to(relevance)
+        if self.p == 1 and components is None:
             neurons = deviation.abs()
-        else:
-            components = torch.as_tensor(self.pca_.components_).to(relevance)
+        elif self.p == 1:
             neurons = deviation * (torch.sign(deviation @ components.T) @ components)
+        else:
+            u = deviation if components is None else deviation @ components.T
+            norm = torch.linalg.vector_norm(u, ord=self.p, dim=1, keepdim=True)
+            gradient = torch.sign(u) * (u.abs() / norm.clamp_min(torch.finfo(u.dtype).tiny)) ** (self.p - 1)
+            gradient = gradient.masked_fill(norm == 0, 0)
+            neurons = deviation * (gradient if components is None else gradient @ components)
         ones = torch.ones_like(bias_relevance)
         return Decomposition(
             neurons=neurons,
@@ -324,7 +345,7 @@ class NeroDetector(Detector):
         return relevance if self.pca_ is None else _pca_project(self.pca_, relevance)
 
     def _distance(self, projected: torch.Tensor) -> torch.Tensor:
-        return torch.cdist(projected, self.centroids_.to(projected), p=1).amin(dim=1)
+        return torch.cdist(projected, self.centroids_.to(projected), p=self.p).amin(dim=1)
 
     def _norm_factor(self, features: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         lowest = relevance.topk(self.k_, dim=1, largest=False).indices
@@ -351,6 +372,7 @@ class FeatureCentroidDetector(Detector):
     name = "feature_centroid"
     paper = NeroDetector.paper
     requires_fit = True
+    estimators = (PCA,)
 
     def __init__(self, pca_fraction: float = 2 / 3, p: float = 1.0):
         self.pca_fraction = pca_fraction

@@ -111,6 +111,7 @@ class NecoDetector(Detector):
         2024,
     )
     requires_fit = True
+    estimators = (StandardScaler, PCA)
 
     def __init__(
         self, dim: int = 100, use_maxlogit: bool = False, denominator: Literal["standardised", "raw"] = "standardised"
