@@ -300,3 +300,33 @@ def test_decomposition_is_differentiable(data):
 
     finite = (outlier(test.features + step * direction) - outlier(test.features - step * direction)) / (2 * step)
     torch.testing.assert_close((gradient * direction).sum(1), finite, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_pca", [True, False])
+def test_p_sets_the_norm_of_every_centroid_distance(data, use_pca):
+    train, test = data
+    l1 = detectors.create("nero", use_pca=use_pca).fit(train)
+    assert detectors.create("nero", use_pca=use_pca, p=1).fit(train).score(test).equal(l1.score(test))
+    l2 = detectors.create("nero", use_pca=use_pca, use_bias_term=False, use_norm_factor=False, p=2).fit(train)
+    assert repr(l2).endswith("p=2)")
+    # the score is minus the Euclidean distance to the nearest centroid, by hand
+    projected = l2.project(test)
+    by_hand = torch.stack([(projected - m).pow(2).sum(1).sqrt() for m in l2.centroids_]).amin(0)
+    torch.testing.assert_close(l2.score(test), -by_hand)
+    # lambda is calibrated with the same norm in the raw (D+1)-dim relevance space
+    full = detectors.create("nero", use_pca=use_pca, p=2).fit(train)
+    relevance, bias_relevance = full.relevance(train)
+    raw = torch.cat([relevance, bias_relevance[:, None]], 1)
+    centroids = torch.stack([raw[train.labels == c].mean(0) for c in range(C)])
+    raw_l2 = torch.cdist(raw, centroids).amin(1).mean() / bias_relevance.abs().mean()
+    assert full.lambda_ == pytest.approx(float(raw_l2))
+    # the decomposition still recomposes the score exactly
+    parts = full.decompose(test)
+    torch.testing.assert_close(-(parts.neurons.sum(1) + parts.bias) * parts.factor, full.score(test))
+    torch.testing.assert_close(parts.distance, full.distance(test))
+
+
+@pytest.mark.parametrize("p", [0.5, 0, float("inf"), True, "2"])
+def test_p_below_one_or_infinite_is_rejected(data, p):
+    with pytest.raises(ValueError, match="p must be"):
+        detectors.create("nero", p=p).fit(data[0])
