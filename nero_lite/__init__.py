@@ -18,7 +18,9 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method), also on the paper's handwritten digits (:mod:`nero_lite.semisup.digits`).
 * :mod:`nero_lite.plots` — the figures the book shows.
 * :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
-* :mod:`nero_lite.cli` — ``python -m nero_lite score``: the pipeline on your own folders.
+* :mod:`nero_lite.bundle` — a fitted model, its detectors and thresholds kept on disk (:func:`~nero_lite.bundle.load_bundle`).
+* :mod:`nero_lite.report` — the self-contained HTML report of flagged images.
+* :mod:`nero_lite.cli` — ``python -m nero_lite score|fit|flag``: the pipeline on your own folders.
 """
 
 import warnings
@@ -29,6 +31,8 @@ from importlib import metadata
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
+
+from .bundle import load_bundle  # noqa: E402  (needs __version__); a bundle written by ``python -m nero_lite fit``
 
 _STACK = ("torch", "torchvision", "timm", "zennit", "zennit-crp", "jupyter-book")
 

@@ -69,7 +69,9 @@ __all__ = [
     "load_segmented",
     "SegmentedImages",
     "mask_shortcut",
+    "read_image",
     "read_imagefolder",
+    "stratified_split",
     "to_input",
 ]
 
@@ -462,9 +464,10 @@ def _rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _read_image(path: Path, size: int) -> torch.Tensor:
-    """One image as uint8 ``3×size×size``: turned upright by its EXIF orientation, RGB
-    (:func:`_rgb8`), center-cropped to a square, resized (bicubic)."""
+def read_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One image file as uint8 ``3×size×size``, read as every loader here reads it: turned
+    upright by its EXIF orientation, made 8-bit RGB (16-bit and float images rescaled from
+    their own range), center-cropped to a square, resized (bicubic)."""
     with Image.open(path) as image:
         image = ImageOps.fit(_rgb8(ImageOps.exif_transpose(image)), (size, size), method=Image.Resampling.BICUBIC)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
@@ -489,7 +492,7 @@ def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool,
     bar = tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not progress or len(jobs) <= _PROGRESS_ABOVE)
     for label, path in bar:
         try:
-            images.append(_read_image(path, size))
+            images.append(read_image(path, size))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             failed.append(path)
             continue
@@ -538,8 +541,10 @@ def read_imagefolder(
     return _read(_listing(root, classes), root, size, progress)
 
 
-def _stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded per-class split of indices into train and test (at least one of each per class)."""
+def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded per-class split of the indices of ``labels`` into a first part (``train_fraction``
+    of each class, rounded) and the rest, both sorted; each class keeps at least one index
+    on each side, so it needs two."""
     if not 0 < train_fraction < 1:
         raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}")
     rng = np.random.default_rng(seed)
@@ -630,7 +635,7 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
         if {"id", "hyperkvasir_polyp"} <= set(manifest.columns):
             shared_ids = set(manifest.id[manifest.hyperkvasir_polyp == "shared"])
     bar = tqdm(images, desc=f"reading {root.name}", unit="img", disable=not progress or len(images) <= _PROGRESS_ABOVE)
-    pixels = torch.stack([_read_image(path, size) for path in bar])
+    pixels = torch.stack([read_image(path, size) for path in bar])
     ids = [p.stem for p in images]
     return SegmentedImages(
         pixels,
@@ -760,7 +765,7 @@ def _split_folder(
         ood = _read(listings["ood"], ood_root or root, size, progress, skipped)
         ids = _read(listings["id"], root, size, progress, skipped)
         if test_root is None:
-            train_index, test_index = _stratified_split(ids.labels, train_fraction, seed)
+            train_index, test_index = stratified_split(ids.labels, train_fraction, seed)
             train, test = ids.subset(train_index), ids.subset(test_index)
         else:
             train = ids

@@ -1,0 +1,248 @@
+"""``python -m nero_lite fit`` and ``flag`` on a tiny fake ImageFolder tree, and the bundle they share."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from nero_lite import bundle as bundles
+from nero_lite import cli
+from nero_lite.data import read_imagefolder
+
+
+def _draw(folder: Path, count: int, colour: tuple[int, int, int], seed: int) -> None:
+    """``count`` 24×24 PNGs: a class colour plus noise, so a small CNN can tell the classes apart."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = np.clip(np.array(colour) + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+
+
+def make_tree(root: Path) -> Path:
+    """train/ and id/ (the validation images) with three colour classes, ood/ with two kinds."""
+    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+    for k, (name, colour) in enumerate(colours.items()):
+        _draw(root / "train" / name, 12, colour, seed=k)
+        _draw(root / "id" / name, 4, colour, seed=10 + k)
+    _draw(root / "ood" / "grey", 5, (128, 128, 128), seed=20)
+    _draw(root / "ood" / "yellow", 5, (200, 200, 40), seed=21)
+    return root
+
+
+def fit_args(root: Path, *extra: str) -> list[str]:
+    """``fit`` on the tree, 16-pixel images, two epochs, into root/bundle."""
+    return ["fit", "--train", str(root / "train"), "--size", "16", "--epochs", "2", "--out", str(root / "bundle"), *extra]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, one_torch_thread):
+    """A tree, the bundle ``fit`` wrote from it (validation images: id/), and the objects it saved."""
+    root = make_tree(tmp_path_factory.mktemp("fit_flag"))
+    saved = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
+        real = cli.save_bundle
+
+        def spy(folder, model, *args):
+            saved.update(model=model, args=args)
+            return real(folder, model, *args)
+
+        patch.setattr(cli, "save_bundle", spy)
+        assert cli.main(fit_args(root, "--val", str(root / "id"), "--mask-corner")) == 0
+    return root, saved
+
+
+@pytest.fixture(scope="module")
+def flagged(fitted):
+    """``flag`` of the OOD images with the fitted bundle, into root/report."""
+    root, _ = fitted
+    assert cli.main(["flag", str(root / "bundle"), str(root / "ood"), "--out", str(root / "report"), "--explain", "3",
+                     "--device", "cpu"]) == 0
+    return root
+
+
+def _flags(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "flags.csv", keep_default_na=False)
+
+
+def test_fit_writes_a_complete_bundle(fitted):
+    root, _ = fitted
+    document = json.loads((root / "bundle" / "bundle.json").read_text())
+    assert document["classes"] == ["blue", "green", "red"] and document["arch"] == "resnet18d"
+    assert document["preprocessing"]["size"] == 16 and document["preprocessing"]["mask_corner"] is True
+    assert set(document["detectors"]) == set(cli.FIT_DETECTORS)
+    assert set(document["versions"]) == {"nero_lite", "torch", "timm"}
+    assert document["info"]["images"] == {"train": 36, "val": 12}
+    assert sorted(p.name for p in (root / "bundle").iterdir()) == ["bundle.json", "detectors", "model.safetensors"]
+    bundle = bundles.load_bundle(root / "bundle")
+    val = read_imagefolder(root / "id", size=16, progress=False)
+    scores = bundle.score(val, device="cpu", progress=False)
+    for name, threshold in bundle.thresholds.items():  # 95 % ID TPR on the 12 validation images: all of them kept
+        assert (scores.scores[name] >= threshold).all() and threshold == scores.scores[name].min().item()
+        assert not scores.flagged[name].any()
+
+
+def test_flags_csv_columns_and_values(flagged):
+    table = _flags(flagged / "report")
+    assert list(table.columns) == list(cli.FLAG_COLUMNS)
+    assert len(table) == 10 and all(Path(f).is_file() for f in table.file)
+    assert sorted(table.file) == sorted(str(p) for p in (flagged / "ood").rglob("*.png"))
+    threshold = bundles.load_bundle(flagged / "bundle").thresholds["nero"]
+    assert (table.threshold == threshold).all()
+    assert (table.flagged == (table.score < table.threshold)).all()
+    assert set(table.predicted) | set(table.nearest) <= {"red", "green", "blue"}
+    for cell in table.top_neurons:
+        pairs = [pair.split(":") for pair in cell.split(";")]
+        assert len(pairs) == bundles.TOP_NEURONS and all(0 <= int(j) < 512 for j, _ in pairs)
+        contributions = [float(c) for _, c in pairs]
+        assert contributions == sorted(contributions, reverse=True)
+    run = json.loads((flagged / "report" / "run.json").read_text())
+    assert run["images"] == {"found": 10, "scored": 10, "flagged": int(table.flagged.sum())}
+    assert run["explained"] == min(3, int(table.flagged.sum()))
+
+
+def test_flag_scores_are_bit_identical_to_the_saved_objects(fitted, flagged):
+    """The scores of flag (a loaded bundle) equal those of the model and detectors fit saved, bit for bit."""
+    _, saved = fitted
+    arch, size, mask_corner, mask_text, classes, detectors, thresholds, fingerprint, _ = saved["args"]
+    original = bundles.Bundle(saved["model"], arch, size, mask_corner, mask_text, classes, detectors, thresholds, fingerprint)
+    images = read_imagefolder(flagged / "ood", size=16, progress=False)
+    expected = original.score(images, device="cpu", progress=False)
+    table = _flags(flagged / "report").set_index("file").loc[images.files]
+    assert np.array_equal(table.score.to_numpy(), expected.scores["nero"].double().numpy())
+    assert list(table.nearest) == [classes[k] for k in expected.nearest.tolist()]
+    loaded = bundles.load_bundle(flagged / "bundle").score(images, device="cpu", progress=False)
+    for name in detectors:
+        assert torch.equal(loaded.scores[name], expected.scores[name]), name
+    assert torch.equal(loaded.top_neurons, expected.top_neurons) and torch.equal(loaded.predicted, expected.predicted)
+
+
+def test_flagging_the_validation_images_flags_at_most_one(fitted, tmp_path):
+    """The threshold accepts every validation image (95 % of 12 rounds up to 12); one ulp of batch rounding at most."""
+    root, _ = fitted
+    assert cli.main(["flag", str(root / "bundle"), str(root / "id"), "--out", str(tmp_path), "--explain", "0",
+                     "--batch-size", "5"]) == 0
+    table = _flags(tmp_path)
+    assert len(table) == 12 and table.flagged.sum() <= 1
+
+
+def test_report_is_one_self_contained_page(flagged):
+    page = (flagged / "report" / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
+    assert "http://" not in page and "https://" not in page
+    sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
+    table = _flags(flagged / "report")
+    assert len(sources) == 1 + int(table.flagged.sum()) + min(3, int(table.flagged.sum()))  # histogram, images, maps
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+            image.load()
+            assert image.width > 0
+    for name in table.file[table.flagged]:
+        assert name in page
+
+
+def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypatch, one_torch_thread):
+    root = make_tree(tmp_path)
+    monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
+    seen = {}
+    monkeypatch.setattr(cli, "fit", lambda args, train, val, seconds: seen.update(train=train, val=val))
+    assert cli.main(fit_args(root, "--val-fraction", "0.25", "--detectors", "msp")) == 0
+    train, val = seen["train"], seen["val"]
+    assert val.counts() == {"blue": 3, "green": 3, "red": 3} and train.counts() == {"blue": 9, "green": 9, "red": 9}
+    assert not set(train.files) & set(val.files)
+    assert not (root / "bundle").exists()
+
+
+# --------------------------------------------------------------------------- bad input
+def _error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_bad_flag_input_is_one_line_before_any_image_is_read(fitted, tmp_path, capsys, monkeypatch):
+    root, _ = fitted
+    monkeypatch.setattr(cli, "flag", lambda *a: pytest.fail("images were scored before the input was checked"))
+    report = str(tmp_path / "report")
+    assert "BUNDLE: no bundle folder at" in _error(["flag", str(tmp_path / "none"), str(root / "ood"), "--out", report], capsys)
+    assert "IMAGES_DIR: folder not found" in _error(["flag", str(root / "bundle"), str(tmp_path / "none"), "--out", report], capsys)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
+    assert "IMAGES_DIR: no image files under" in _error(["flag", str(root / "bundle"), str(tmp_path / "empty"), "--out", report], capsys)
+    (tmp_path / "a_file").write_text("x")
+    assert "--out: " in _error(["flag", str(root / "bundle"), str(root / "ood"), "--out", str(tmp_path / "a_file")], capsys)
+    line = _error(["flag", str(root / "bundle"), str(root / "ood"), "--out", report, "--detector", "odin"], capsys)
+    assert "the bundle has no detector 'odin'; it has msp, energy, mahalanobis, knn, nero" in line
+    assert line.startswith("python -m nero_lite flag: error:") and line.endswith("(see python -m nero_lite flag --help)")
+    assert not (tmp_path / "report").exists()
+
+
+def test_incomplete_or_damaged_bundles_are_refused_in_one_line(fitted, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    root, _ = fitted
+    monkeypatch.setattr(cli, "flag", lambda *a: pytest.fail("images were scored with a bad bundle"))
+    copy = tmp_path / "bundle"
+    shutil.copytree(root / "bundle", copy)
+    argv = ["flag", str(copy), str(root / "ood"), "--out", str(tmp_path / "report")]
+    data = bytearray((copy / "detectors" / "nero.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "detectors" / "nero.safetensors").write_bytes(bytes(data))
+    assert "is damaged: detectors/nero.safetensors is not the file the bundle was saved with" in _error(argv, capsys)
+    (copy / "model.safetensors").unlink()
+    assert "is damaged: model file model.safetensors is missing" in _error(argv, capsys)
+    (copy / "bundle.json").write_text("{not json")
+    assert "bundle.json is not valid JSON" in _error(argv, capsys)
+    (copy / "bundle.json").unlink()
+    assert "is not a complete bundle: it has no bundle.json" in _error(argv, capsys)
+    with pytest.raises(FileNotFoundError, match="no bundle folder"):
+        bundles.load_bundle(tmp_path / "none")
+
+
+def test_bad_fit_input_is_one_line_before_any_image_is_read(tmp_path, capsys, monkeypatch):
+    root = make_tree(tmp_path)
+    monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
+    monkeypatch.setattr(cli, "read_fit", lambda args: pytest.fail("images were read before the options were checked"))
+    assert "not allowed with argument" in _error(fit_args(root, "--val", str(root / "id"), "--val-fraction", "0.2"), capsys)
+    assert "must lie strictly between 0 and 1" in _error(fit_args(root, "--val-fraction", "1.5"), capsys)
+    assert "unknown detector(s) foo" in _error(fit_args(root, "--detectors", "nero,foo"), capsys)
+    assert "--val is the --train folder" in _error(fit_args(root, "--val", str(root / "train")), capsys)
+    assert "--val: folder not found" in _error(fit_args(root, "--val", str(root / "none")), capsys)
+    assert "['grey', 'yellow']" in _error(fit_args(root, "--val", str(root / "ood")), capsys)
+    assert "a classifier needs at least two" in _error(fit_args(root, "--train", str(root / "ood" / "grey")), capsys)
+    (root / "a_file").write_text("x")
+    argv = fit_args(root)
+    argv[argv.index("--out") + 1] = str(root / "a_file")
+    assert "--out: " in _error(argv, capsys)
+    assert "multiple of 8" in _error([*fit_args(root), "--arch", "vit", "--size", "30"], capsys)
+    assert not (root / "bundle").exists()
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_help_documents_fit_and_flag(capsys):
+    fit_help = _help("fit", capsys)
+    for option in ("--train", "--val", "--val-fraction", "--out", "--arch", "--weights", "--pretrained", "--recipe",
+                   "--size", "--mask-corner", "--mask-text", "--detectors", "--epochs", "--seed", "--device", "--no-cache"):
+        assert option in fit_help
+    flag_help = _help("flag", capsys)
+    for option in ("BUNDLE", "IMAGES_DIR", "--out", "--detector", "--explain", "--batch-size"):
+        assert option in flag_help
