@@ -13,33 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
+from image_folders import colour_tree, draw
 from nero_lite import cli, detectors, models
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _draw(folder: Path, count: int, colour: tuple[int, int, int], seed: int) -> None:
-    """``count`` 24×24 PNGs: a class colour plus noise, so a small CNN can tell the classes apart."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        pixels = np.clip(np.array(colour) + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
 
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch) -> Path:
     """train/ and id/ with three colour classes, ood/ with two; a private cache."""
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
-    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
-    for k, (name, colour) in enumerate(colours.items()):
-        _draw(tmp_path / "train" / name, 12, colour, seed=k)
-        _draw(tmp_path / "id" / name, 4, colour, seed=10 + k)
-    _draw(tmp_path / "ood" / "grey", 5, (128, 128, 128), seed=20)
-    _draw(tmp_path / "ood" / "yellow", 5, (200, 200, 40), seed=21)
-    return tmp_path
+    return colour_tree(tmp_path)
 
 
 def _args(tree: Path, *extra: str) -> list[str]:
@@ -100,7 +85,7 @@ def test_a_small_training_set_adapts_knn_and_neco_and_skips_what_cannot_be_fitte
 
 def test_skipped_files_are_in_run_json_on_cached_reruns_too(tree):
     (tree / "ood" / "grey" / "broken.png").write_bytes(b"not a png")
-    _draw(tree / "ood" / "loose", 1, (0, 0, 0), seed=0)
+    draw(tree / "ood" / "loose", 1, (0, 0, 0), seed=0)
     (tree / "ood" / "loose" / "img00.png").rename(tree / "ood" / "stray.png")
     (tree / "ood" / "loose").rmdir()
     for run in ("first", "cached"):
@@ -138,7 +123,7 @@ def test_empty_class_is_one_line_error(tree, capsys):
 
 
 def test_test_class_missing_from_train_is_one_line_error(tree, capsys):
-    _draw(tree / "id" / "purple", 3, (150, 40, 150), seed=30)
+    draw(tree / "id" / "purple", 3, (150, 40, 150), seed=30)
     assert "['purple']" in _error(tree, _args(tree), capsys)
 
 

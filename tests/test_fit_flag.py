@@ -14,29 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from image_folders import colour_tree
 from nero_lite import bundle as bundles
 from nero_lite import cli
 from nero_lite.data import read_imagefolder
-
-
-def _draw(folder: Path, count: int, colour: tuple[int, int, int], seed: int) -> None:
-    """``count`` 24×24 PNGs: a class colour plus noise, so a small CNN can tell the classes apart."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        pixels = np.clip(np.array(colour) + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
-
-
-def make_tree(root: Path) -> Path:
-    """train/ and id/ (the validation images) with three colour classes, ood/ with two kinds."""
-    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
-    for k, (name, colour) in enumerate(colours.items()):
-        _draw(root / "train" / name, 12, colour, seed=k)
-        _draw(root / "id" / name, 4, colour, seed=10 + k)
-    _draw(root / "ood" / "grey", 5, (128, 128, 128), seed=20)
-    _draw(root / "ood" / "yellow", 5, (200, 200, 40), seed=21)
-    return root
 
 
 def fit_args(root: Path, *extra: str) -> list[str]:
@@ -47,7 +28,7 @@ def fit_args(root: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, one_torch_thread):
     """A tree, the bundle ``fit`` wrote from it (validation images: id/), and the objects it saved."""
-    root = make_tree(tmp_path_factory.mktemp("fit_flag"))
+    root = colour_tree(tmp_path_factory.mktemp("fit_flag"))
     saved = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
@@ -153,7 +134,7 @@ def test_report_is_one_self_contained_page(flagged):
 
 
 def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypatch, one_torch_thread):
-    root = make_tree(tmp_path)
+    root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
     seen = {}
     monkeypatch.setattr(cli, "fit", lambda args, train, val, seconds: seen.update(train=train, val=val))
@@ -214,7 +195,7 @@ def test_incomplete_or_damaged_bundles_are_refused_in_one_line(fitted, tmp_path,
 
 
 def test_bad_fit_input_is_one_line_before_any_image_is_read(tmp_path, capsys, monkeypatch):
-    root = make_tree(tmp_path)
+    root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
     monkeypatch.setattr(cli, "read_fit", lambda args: pytest.fail("images were read before the options were checked"))
     assert "not allowed with argument" in _error(fit_args(root, "--val", str(root / "id"), "--val-fraction", "0.2"), capsys)

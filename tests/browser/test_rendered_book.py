@@ -17,8 +17,6 @@ import functools
 import os
 import http.server
 import re
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,19 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # the built book (override with NERO_LITE_BOOK_HTML=/path/to/_build/html)
 HTML = Path(os.environ.get("NERO_LITE_BOOK_HTML", ROOT / "_build" / "html")).resolve()
 SCREENSHOTS = HTML.parent / "screenshots"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,1600",
-]
 SKIPPED_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static", "_modules"}
 
 if not (HTML / "index.html").is_file():
     pytest.skip("no built book in _build/html (run `make book` first)", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[check]')")
-if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip("chromium / chromium-driver are not installed", allow_module_level=True)
 
 PAGES = sorted(
     p.relative_to(HTML).as_posix()
@@ -69,21 +58,10 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="nero_lite_chromium_")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+def browser(browser):
+    """The shared headless Chromium (conftest.py), with this check's screenshots and summary."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield browser
     print(
         f"\ncheck-book: {STATS['pages']} pages checked, {STATS['images']} images verified, "
         f"{STATS['math pages']} pages with typeset math, {STATS['links']} internal links resolved, "
