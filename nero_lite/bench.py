@@ -10,22 +10,34 @@ Run ``python -m nero_lite.bench --dataset synthetic --arch resnet18``. It prints
 
 and writes ``bench-<dataset>-<arch>.csv`` (the detector table) and ``.json`` (all of it)
 into ``--out``.
+
+``python -m nero_lite.bench flag --n-images 20000 --size 64 --batch-size 256`` benchmarks
+``python -m nero_lite flag`` on a folder of many PNG files instead (:func:`flag_benchmark`):
+images/s and peak RSS of ``flag`` end to end and of a plain forward pass over the same
+files, each in its own subprocess, and the peak RSS of ``flag`` on a quarter of the folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import runpy
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from . import detectors
 from .compare import compare_detectors, extract_splits
-from .data import load, to_input
+from .data import load, read_image, to_input
 from .models import ARCHITECTURES, extract, resolve_device, train_classifier
+from .synthetic import SyntheticConfig
 
 
 def _synchronize(device: torch.device) -> None:
@@ -72,8 +84,206 @@ def throughput(model, imageset, nero, device, batch_size: int = 256, repeats: in
     }
 
 
+def _write_png(image: torch.Tensor, path: Path) -> None:
+    """Write a uint8 ``3×H×W`` image as a PNG file."""
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+
+
+def _write_flag_folders(root: Path, n_images: int, size: int, train_per_class: int, seed: int) -> tuple[Path, Path, Path]:
+    """Write the synthetic training set as an ImageFolder, ``n_images`` PNG files to flag and a quarter of them.
+
+    The files to flag recycle the synthetic ID test and OOD images (so some get flagged);
+    copy ``i`` flips the lowest bit of each pixel by a seeded random pattern of its own, so
+    no two files are the same. The quarter folder holds hard links to the first
+    ``n_images // 4`` files. Returns the training, full and quarter folders.
+    """
+    config = SyntheticConfig(n_train=train_per_class, n_test=train_per_class // 2, n_ood=train_per_class // 2)
+    splits = load("synthetic", size=size, seed=seed, config=config, cache=False, progress=False)
+    train = root / "train"
+    for k, name in enumerate(splits.train.classes):
+        (train / name).mkdir(parents=True)
+        for j, image in enumerate(splits.train.images[splits.train.labels == k]):
+            _write_png(image, train / name / f"{j:05d}.png")
+    pool = torch.cat([splits.test.images, splits.ood.images])
+    full, quarter = root / "images", root / "images-quarter"
+    full.mkdir()
+    quarter.mkdir()
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(n_images):
+        bits = torch.randint(0, 2, pool.shape[1:], generator=generator, dtype=torch.uint8)
+        path = full / f"{i:06d}.png"
+        _write_png(pool[i % len(pool)] ^ bits, path)
+        if i < n_images // 4:
+            os.link(path, quarter / path.name)
+    return train, full, quarter
+
+
+@torch.no_grad()
+def forward_folder(bundle: str | os.PathLike, folder: str | os.PathLike, batch_size: int, device: str = "auto") -> None:
+    """A plain forward pass over every image file under ``folder``, as ``flag`` lists and reads them.
+
+    Batches of ``batch_size`` files are read with :func:`~nero_lite.data.read_image`, turned
+    into input with :func:`~nero_lite.data.to_input` and passed through the bundle's model;
+    nothing is scored or written. :func:`flag_benchmark` runs it in a subprocess, beside ``flag``.
+    """
+    from .bundle import load_bundle
+    from .cli import image_files
+
+    loaded = load_bundle(bundle)
+    device = resolve_device(device)
+    model = loaded.model.to(device).eval()
+    files = image_files(Path(folder))
+    for first in range(0, len(files), batch_size):
+        pixels = torch.stack([read_image(path, loaded.size) for path in files[first : first + batch_size]])
+        model(to_input(pixels, device))
+    _synchronize(device)
+
+
+def measured_child(argv: list[str]) -> None:
+    """The body of each subprocess :func:`flag_benchmark` times: ``RSS_FILE flag ARGS...`` or ``RSS_FILE forward ARGS...``.
+
+    ``flag`` runs ``python -m nero_lite flag ARGS...`` (the module, as from the shell),
+    ``forward`` :func:`forward_folder` ``(BUNDLE, FOLDER, BATCH_SIZE, DEVICE)``. Either way it
+    writes its own peak resident memory in KiB into ``RSS_FILE`` as it ends: ``VmHWM`` of
+    ``/proc/self/status`` (Linux), the high-water mark of this program's memory alone.
+    ``ru_maxrss`` would not do: it carries over the parent's size through fork and exec.
+    """
+    rss_file, mode, *args = argv
+    try:
+        if mode == "flag":
+            sys.argv = ["nero_lite", "flag", *args]
+            runpy.run_module("nero_lite", run_name="__main__", alter_sys=True)
+        else:
+            forward_folder(args[0], args[1], int(args[2]), args[3])
+    finally:
+        status = Path("/proc/self/status").read_text().splitlines()
+        Path(rss_file).write_text(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+
+
+def _timed_subprocess(args: list[str], root: Path) -> tuple[float, float]:
+    """Run :func:`measured_child` ``(args)`` in a fresh Python; returns its wall seconds and peak RSS in MiB.
+
+    Its output goes to a log in ``root``; a failure raises with the log's tail.
+    """
+    rss_file, log = root / "rss.txt", root / f"{args[0]}.log"
+    command = [sys.executable, "-c", "import sys; from nero_lite.bench import measured_child; measured_child(sys.argv[1:])",
+               str(rss_file), *args]
+    with open(log, "wb") as output:
+        start = time.perf_counter()
+        status = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with status {status}:\n{log.read_text(errors='replace')[-2000:]}")
+    return seconds, int(rss_file.read_text()) / 1024
+
+
+def flag_benchmark(n_images: int = 20000, size: int = 64, batch_size: int = 256, repeats: int = 3, *,
+                   arch: str = "resnet18d", epochs: int = 2, train_per_class: int = 100, device: str = "auto",
+                   seed: int = 0) -> dict[str, float]:
+    """Images/s and peak RSS of ``python -m nero_lite flag`` on ``n_images`` files, against a plain forward pass.
+
+    In a temporary folder (removed at the end) it writes, once and timed apart
+    (``write_s``): a synthetic training set of ``train_per_class`` images per class, and
+    ``n_images`` PNG files of ``size``×``size`` recycled from the synthetic ID test and OOD
+    images, each with its own lowest-bit noise. It fits a
+    bundle on the training set once with ``python -m nero_lite fit`` in-process (``arch``,
+    ``epochs``, default detectors; ``fit_s``). Each measured run is a subprocess, so its
+    wall time includes starting Python, importing and loading the bundle, and its peak RSS
+    is exactly its own (:func:`measured_child`):
+
+    * ``flag``: ``python -m nero_lite flag BUNDLE IMAGES --explain 0 --batch-size B``, end
+      to end (reading, scoring every detector of the bundle, writing flags.csv, report.html
+      and run.json);
+    * ``forward``: :func:`forward_folder` over the same files, same batch size, same model.
+
+    After one untimed ``flag`` on the quarter folder (``n_images // 4`` of the files; its
+    peak RSS is ``flag_quarter_peak_rss_mib``: memory held by a batch, not the folder),
+    the two are interleaved ``repeats`` times (forward, flag, forward, ...). The images/s
+    are medians over the rounds, ``ratio_flag_to_forward`` the median of the per-round
+    ratios :math:`t_\\text{forward} / t_\\text{flag}` (1 = as fast as a forward pass), and
+    each peak RSS the largest over the rounds.
+    """
+    from . import cli
+
+    with tempfile.TemporaryDirectory(prefix="nero_lite-flag-bench-") as temp:
+        root = Path(temp)
+        start = time.perf_counter()
+        train, full, quarter = _write_flag_folders(root, n_images, size, train_per_class, seed)
+        write_s = time.perf_counter() - start
+        start = time.perf_counter()
+        bundle = root / "bundle"
+        status = cli.main(["fit", "--train", str(train), "--out", str(bundle), "--arch", arch, "--size", str(size),
+                           "--epochs", str(epochs), "--seed", str(seed), "--device", device, "--no-cache"])
+        if status != 0:
+            raise RuntimeError(f"fitting the bundle failed with status {status}")
+        fit_s = time.perf_counter() - start
+
+        def flag(folder: Path) -> tuple[float, float]:
+            return _timed_subprocess(["flag", str(bundle), str(folder), "--out", str(root / "report"), "--explain", "0",
+                                      "--batch-size", str(batch_size), "--device", device], root)
+
+        def forward() -> tuple[float, float]:
+            return _timed_subprocess(["forward", str(bundle), str(full), str(batch_size), device], root)
+
+        _, quarter_rss = flag(quarter)
+        rounds = [(forward(), flag(full)) for _ in range(repeats)]
+    return {
+        "images": n_images,
+        "quarter_images": n_images // 4,
+        "size": size,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "write_s": write_s,
+        "fit_s": fit_s,
+        "forward_images_per_s": n_images / statistics.median(fwd[0] for fwd, _ in rounds),
+        "flag_images_per_s": n_images / statistics.median(flg[0] for _, flg in rounds),
+        "ratio_flag_to_forward": statistics.median(fwd[0] / flg[0] for fwd, flg in rounds),
+        "forward_peak_rss_mib": max(fwd[1] for fwd, _ in rounds),
+        "flag_peak_rss_mib": max(flg[1] for _, flg in rounds),
+        "flag_quarter_peak_rss_mib": quarter_rss,
+    }
+
+
+def flag_main(argv: list[str]) -> dict:
+    """``python -m nero_lite.bench flag ...``: run :func:`flag_benchmark`, print its table, write its JSON."""
+    parser = argparse.ArgumentParser(prog="python -m nero_lite.bench flag",
+                                     description=flag_benchmark.__doc__.split("\n\n")[0])
+    parser.add_argument("--n-images", type=int, default=20000)
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--arch", default="resnet18d", choices=ARCHITECTURES)
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the bundle's classifier")
+    parser.add_argument("--train-per-class", type=int, default=100, help="synthetic training images per class")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the JSON")
+    args = parser.parse_args(argv)
+    result = flag_benchmark(args.n_images, args.size, args.batch_size, args.repeats, arch=args.arch, epochs=args.epochs,
+                            train_per_class=args.train_per_class, device=args.device, seed=args.seed)
+    result["cpu_threads"] = torch.get_num_threads()
+    print(f"\nflag on {result['images']} PNG files of {args.size}×{args.size}, batch {args.batch_size}, {args.arch}, "
+          f"{result['cpu_threads']} CPU threads; median of {args.repeats} interleaved rounds "
+          f"(files written in {result['write_s']:.0f} s, bundle fitted in {result['fit_s']:.0f} s, neither timed below)")
+    print(f"{'run':<28}{'images/s':>10}{'peak RSS MiB':>14}")
+    print(f"{'forward pass (read+model)':<28}{result['forward_images_per_s']:>10.0f}{result['forward_peak_rss_mib']:>14.0f}")
+    print(f"{'flag --explain 0':<28}{result['flag_images_per_s']:>10.0f}{result['flag_peak_rss_mib']:>14.0f}")
+    print(f"{'flag, ' + str(result['quarter_images']) + ' files':<28}{'':>10}{result['flag_quarter_peak_rss_mib']:>14.0f}")
+    print(f"ratio flag / forward (t_forward / t_flag): {result['ratio_flag_to_forward']:.2f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-flag-{args.n_images}-{args.size}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m nero_lite.bench", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m nero_lite.bench``: the detector benchmark, or with ``flag`` first :func:`flag_main`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["flag"]:
+        return flag_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m nero_lite.bench", description=__doc__.split("\n\n")[0],
+                                     epilog="python -m nero_lite.bench flag --help: the benchmark of `flag` on many image files")
     parser.add_argument("--dataset", default="synthetic", help="synthetic, hyperkvasir, kvasir, gastrovision or a folder")
     parser.add_argument("--arch", default="resnet18d", choices=ARCHITECTURES)
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (dataset default when omitted)")

@@ -113,3 +113,13 @@ def test_throughput_interleaves_the_two_and_takes_medians(monkeypatch):
     assert speed["extract_nero_images_per_s"] == pytest.approx(4 / 3.0)  # median extract + NERO: 3 s
     # the median of the per-round ratios (1/3, 3/2, 2/8), not the ratio of the medians (2/3) or of the minima (1/2)
     assert speed["ratio_extract_nero_to_forward"] == pytest.approx(1 / 3)
+
+
+def test_flag_benchmark_reports_speed_and_memory_of_flag_and_a_forward_pass(tmp_path):
+    result = bench.main(["flag", "--n-images", "40", "--size", "16", "--batch-size", "8", "--repeats", "1",
+                         "--epochs", "1", "--train-per-class", "12", "--device", "cpu", "--out", str(tmp_path)])
+    assert result["images"] == 40 and result["quarter_images"] == 10
+    for key in ("forward_images_per_s", "flag_images_per_s", "ratio_flag_to_forward", "forward_peak_rss_mib",
+                "flag_peak_rss_mib", "flag_quarter_peak_rss_mib", "write_s", "fit_s"):
+        assert result[key] > 0, key  # the values are measured by the benchmark, never asserted
+    assert json.loads((tmp_path / "bench-flag-40-16.json").read_text())["images"] == 40
