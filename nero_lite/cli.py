@@ -95,7 +95,7 @@ from .cache import cache_dir, fingerprint, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
 from .detectors.presets import arch_family
 from .data import (CORNER_FRACTION, IMAGE_EXTENSIONS, TEXT_MARGIN_FRACTION, ImageSet, Splits, load_folders,
-                   read_image, read_imagefolder, stratified_split)
+                   class_folders, read_image, read_imagefolder, stratified_split)
 from .metrics import threshold_at_tpr
 from .models import (ARCHITECTURES, Recipe, accuracy, create_model, extract, read_weights, resolve_device,
                      train_classifier)
@@ -439,11 +439,9 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
 def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with the ``score`` options before any image is read (``None``: nothing)."""
     for option in ("train", "id", "ood"):
-        folder = getattr(args, option)
-        if folder.is_file():
-            return f"--{option}: {folder} is a file; give a folder with one sub-folder per class"
-        if not folder.is_dir():
-            return f"--{option}: folder not found: {folder}"
+        problem = _folder_problem(f"--{option}", getattr(args, option), "a folder with one sub-folder per class")
+        if problem:
+            return problem
     for option in ("id", "ood"):
         if getattr(args, option).resolve() == args.train.resolve():
             return f"--{option} is the --train folder ({args.train}); give images the classifier does not train on"
@@ -480,15 +478,11 @@ def _check_model(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _class_folders(folder: Path) -> list[str]:
-    """The class sub-folders of an ImageFolder root, sorted (hidden ones left out)."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _folder_problem(option: str, folder: Path) -> str | None:
-    """Why ``folder`` (the value of ``option``) is not an existing folder (``None``: it is)."""
+def _folder_problem(option: str, folder: Path, wanted: str = "a folder") -> str | None:
+    """Why ``folder`` (the value of ``option``) is not an existing folder (``None``: it is);
+    for a file in its place the message asks for ``wanted`` instead."""
     if folder.is_file():
-        return f"{option}: {folder} is a file; give a folder"
+        return f"{option}: {folder} is a file; give {wanted}"
     if not folder.is_dir():
         return f"{option}: folder not found: {folder}"
     return None
@@ -499,7 +493,7 @@ def _check_fit(args: argparse.Namespace) -> str | None:
     problem = _folder_problem("--train", args.train)
     if problem:
         return problem
-    classes = _class_folders(args.train)
+    classes = class_folders(args.train)
     if len(classes) < 2:
         return f"--train: {args.train} holds {len(classes)} class sub-folder(s); a classifier needs at least two"
     if args.val is not None:
@@ -508,7 +502,7 @@ def _check_fit(args: argparse.Namespace) -> str | None:
             return problem
         if args.val.resolve() == args.train.resolve():
             return f"--val is the --train folder ({args.train}); give images the classifier does not train on"
-        missing = sorted(set(_class_folders(args.val)) - set(classes))
+        missing = sorted(set(class_folders(args.val)) - set(classes))
         if missing:
             return f"--val: class folder(s) {missing} in {args.val} are not among the --train classes"
     return _check_model(args)

@@ -69,6 +69,7 @@ __all__ = [
     "load_segmented",
     "SegmentedImages",
     "mask_shortcut",
+    "class_folders",
     "read_image",
     "read_imagefolder",
     "stratified_split",
@@ -426,7 +427,7 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def _class_folders(root: Path) -> list[str]:
+def class_folders(root: Path) -> list[str]:
     """Names of the class sub-folders of an ImageFolder root, sorted."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -440,7 +441,7 @@ def _check_folder(root: Path) -> Path:
 def _listing(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
     """Image files per class, with clear errors for a missing or empty class folder."""
     _check_folder(root)
-    available = _class_folders(root)
+    available = class_folders(root)
     files = {}
     for name in classes:
         if name not in available:
@@ -535,7 +536,7 @@ def read_imagefolder(
         A class folder holds no (readable) image.
     """
     root = _check_folder(Path(root))
-    classes = list(classes) if classes is not None else _class_folders(root)
+    classes = list(classes) if classes is not None else class_folders(root)
     if not classes:
         raise ValueError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
     return _read(_listing(root, classes), root, size, progress)
@@ -735,7 +736,7 @@ def _split_folder(
         raise ValueError(f"classes both ID and OOD: {sorted(overlap)}")
     listings = {"id": _listing(root, id_classes), "ood": _listing(ood_root or root, ood_classes)}
     if test_root is not None:
-        test_classes = _class_folders(_check_folder(test_root))
+        test_classes = class_folders(_check_folder(test_root))
         missing = sorted(set(test_classes) - set(id_classes))
         if missing:
             raise ValueError(f"test class folder(s) {missing} in {test_root} are not among the training classes")
@@ -887,7 +888,7 @@ def load(
         raise ValueError(
             f"{folder}: give id_classes=[...] or arrange the folder as {folder}/id/<class> and {folder}/ood/<class>"
         )
-    ood_classes = list(ood_classes or [c for c in _class_folders(folder) if c not in id_classes])
+    ood_classes = list(ood_classes or [c for c in class_folders(folder) if c not in id_classes])
     splits = _split_folder(folder.name, folder, list(id_classes), ood_classes, {}, **options)
     return _masked(_with_ood_sets(splits, ood_sets), mask_corner, mask_text)
 
@@ -922,7 +923,7 @@ def load_folders(
         As in :func:`load`.
     """
     id_dir, ood_dir = _check_folder(Path(id_dir).expanduser()), _check_folder(Path(ood_dir).expanduser())
-    id_classes, ood_classes = _class_folders(id_dir), _class_folders(ood_dir)
+    id_classes, ood_classes = class_folders(id_dir), class_folders(ood_dir)
     for folder, classes in ((id_dir, id_classes), (ood_dir, ood_classes)):
         if not classes:
             raise ValueError(f"no class sub-folders in {folder} (expected layout: {folder}/<class>/<image>)")
