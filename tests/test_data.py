@@ -306,7 +306,7 @@ def test_folder_loader_is_cached(tree, tmp_path, monkeypatch):
     with pytest.warns(UserWarning):
         first = data.load(tree, id_classes=["a", "b", "c"], size=16)
     with monkeypatch.context() as patch, pytest.warns(UserWarning, match="broken.jpg"):  # still named from the cache
-        patch.setattr(data, "_read", lambda *args: pytest.fail("read again although cached"))
+        patch.setattr(data.folders, "read_image", lambda *args: pytest.fail("read again although cached"))
         second = data.load(tree, id_classes=["a", "b", "c"], size=16)
     assert torch.equal(first.train.images, second.train.images) and first.train.files == second.train.files
     _write(tree / "a" / "new.png")  # the listing changed: read again
