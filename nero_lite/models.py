@@ -31,8 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -59,6 +61,7 @@ __all__ = [
     "read_weights",
     "resolve_device",
     "train_classifier",
+    "train_epochs",
 ]
 
 #: The architectures :func:`create_model` names (any timm model name is accepted too); the first is the default.
@@ -311,6 +314,49 @@ def _augment(x: torch.Tensor, generator: torch.Generator, recipe: Recipe) -> tor
     return x
 
 
+def train_epochs(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batches: Callable[[], Iterable[Any]],
+    step: Callable[[Any], tuple[torch.Tensor, int, dict[str, int]]],
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> list[dict]:
+    """The training loop of every network in the package: ``epochs`` passes over ``batches()``.
+
+    ``module`` is put in training mode. Each epoch calls ``batches()`` once (draw its
+    shuffled order there) and, for every batch, ``step(batch)``, which returns the loss,
+    the number of samples it averages over and counts to report (e.g. correct
+    predictions); then the gradients are reset, the loss back-propagated and the
+    optimizer (and ``scheduler``, per step) stepped. Returns one record per epoch:
+    ``{"epoch": e, "loss": mean loss, <count>: count / samples, ...}``, the means
+    weighted by each batch's samples. Used by :func:`train_classifier` and by the
+    networks of :mod:`nero_lite.semisup` (``nero_lite.semisup.training``).
+    """
+    module.train()
+    history = []
+    bar = tqdm(range(epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        total, seen, counts = 0.0, 0, {}
+        for batch in batches():
+            loss, size, found = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total, seen = total + loss.item() * size, seen + size
+            for name, value in found.items():
+                counts[name] = counts.get(name, 0) + value
+        history.append({"epoch": epoch + 1, "loss": total / seen, **{name: value / seen for name, value in counts.items()}})
+        shown = {"loss": history[-1]["loss"], **{"acc" if name.endswith("accuracy") else name: history[-1][name] for name in counts}}
+        bar.set_postfix({label: f"{value:.3f}" for label, value in shown.items()})
+    return history
+
+
 def train_classifier(
     data: ImageSet,
     arch: str = "resnet18d",
@@ -385,7 +431,7 @@ def train_classifier(
         return model.to(device).eval()
 
     model = create_model(arch, num_classes, img_size, pretrained=pretrained, weights=weights)
-    model.to(device).train()
+    model.to(device)
     generator = torch.Generator().manual_seed(seed)
     optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -396,28 +442,20 @@ def train_classifier(
             optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
         )
     loss_fn = nn.CrossEntropyLoss()
-    history = []
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, int, dict[str, int]]:
+        x = data.images[idx]
+        if recipe.augment:
+            x = _augment(x, generator, recipe)
+        y = data.labels[idx].to(device)
+        logits = model(to_input(x, device))
+        return loss_fn(logits, y), len(idx), {"train_accuracy": (logits.argmax(1) == y).sum().item()}
+
     start = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc=f"train {arch}", disable=not progress)
-    for epoch in bar:
-        order = torch.randperm(len(data), generator=generator)
-        total_loss, correct = 0.0, 0
-        for idx in order.split(recipe.batch_size):
-            x = data.images[idx]
-            if recipe.augment:
-                x = _augment(x, generator, recipe)
-            y = data.labels[idx].to(device)
-            logits = model(to_input(x, device))
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-        history.append({"epoch": epoch + 1, "loss": total_loss / len(data), "train_accuracy": correct / len(data)})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['train_accuracy']:.3f}")
+    history = train_epochs(
+        model, optimizer, recipe.epochs, lambda: torch.randperm(len(data), generator=generator).split(recipe.batch_size),
+        step, scheduler=scheduler, desc=f"train {arch}", progress=progress,
+    )  # fmt: skip
     model.eval()
     model.training_history = history
     model.from_cache = False

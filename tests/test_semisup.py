@@ -285,6 +285,10 @@ def test_detectors_store_their_arguments_and_derive_their_repr():
     assert repr(semisup.GeomDetector(seed=3, outlier_exposure=True)) == "GeomDetector(outlier_exposure=True, seed=3)"
     head = semisup.IntermediateLayerDetector(geom, layers=("z1",))
     assert head.config is None and repr(head) == "IntermediateLayerDetector(layers=('z1',))"
+    layers = ["z1", "z3"]
+    assert semisup.IntermediateLayerDetector(geom, layers=layers).layers is layers  # stored as given, checked at fit
+    # a transform set is a container, not an estimator: its repr names K, not its 72 transforms
+    assert repr(semisup.geometric_transforms("shift", shift=0.125)) == "GeometricTransforms(K=9, shift=0.125)"
     assert repr(semisup.BceDetector(seed=1)) == "BceDetector(seed=1)"
 
 

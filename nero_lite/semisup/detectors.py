@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from abc import ABC, abstractmethod
@@ -33,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from ..cache import cache_dir, fingerprint, read_entry, write_entry
 from ..data import ImageSet, to_input
 from ..detectors.base import NotFittedError, signature_repr
 from ..models import resolve_device
 from .networks import GNet, WideResNet, tap_features
+from .training import train_outlier_head, train_transform_classifier
 from .transforms import GeometricTransforms, geometric_transforms
 
 __all__ = [
@@ -278,30 +277,8 @@ class GeomDetector:
         def train_f() -> list[dict]:
             x_id = _prepare(images, cfg.image_size, device)
             x_out = _prepare(outlier_images, cfg.image_size, device) if self.outlier_exposure else None
-            generator = torch.Generator().manual_seed(self.seed)
-            optimizer = torch.optim.Adam(f.parameters(), lr=cfg.geom_lr)
-            n, k_count, history = len(x_id), len(transforms), []
-            f.train()
-            bar = tqdm(range(cfg.geom_epochs), desc="GEOM+ f" if self.outlier_exposure else "GEOM f", disable=not self.progress)
-            for epoch in bar:
-                total, correct = 0.0, 0
-                for pairs in torch.randperm(n * k_count, generator=generator).split(cfg.batch_size):
-                    k = (pairs // n).to(device)
-                    logits = f(transforms.apply(x_id[(pairs % n).to(device)], k))
-                    loss = F.cross_entropy(logits, k)
-                    if x_out is not None:
-                        j = torch.randint(len(x_out), (len(pairs),), generator=generator).to(device)
-                        k_out = torch.randint(k_count, (len(pairs),), generator=generator).to(device)
-                        log_p = f(transforms.apply(x_out[j], k_out)).log_softmax(1)
-                        loss = loss + cfg.oe_weight * (-log_p.mean(1)).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(pairs)
-                    correct += (logits.argmax(1) == k).sum().item()
-                history.append({"epoch": epoch + 1, "loss": total / (n * k_count), "transform_accuracy": correct / (n * k_count)})
-                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['transform_accuracy']:.3f}")
-            return history
+            desc = "GEOM+ f" if self.outlier_exposure else "GEOM f"
+            return train_transform_classifier(f, transforms, x_id, x_out, cfg, seed=self.seed, desc=desc, progress=self.progress)
 
         name = "geom+" if self.outlier_exposure else "geom"
         self.history_, self.fit_seconds_, self.from_cache_ = _train_or_load(name, key, f, train_f, self.cache)
@@ -386,31 +363,11 @@ class _OutlierHead(ABC):
         g = GNet(self._dims(), size, cfg.g_filters, cfg.g_hidden).to(device)
 
         def train_g() -> list[dict]:
-            x_id = _prepare(images, cfg.image_size, device)
-            x_out = _prepare(outlier_images, cfg.image_size, device)
-            generator = torch.Generator().manual_seed(self.seed)
-            optimizer = torch.optim.Adam(g.parameters(), lr=cfg.g_lr)
-            steps = cfg.g_epochs * math.ceil(len(x_id) / cfg.g_batch_size)
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * steps)], gamma=0.1)
-            history = []
-            g.train()
-            bar = tqdm(range(cfg.g_epochs), desc=f"{self.kind} g", disable=not self.progress)
-            for epoch in bar:
-                total, seen = 0.0, 0
-                for idx in torch.randperm(len(x_id), generator=generator).split(cfg.g_batch_size):
-                    j = torch.randint(len(x_out), (len(idx),), generator=generator)
-                    x = torch.cat([x_id[idx.to(device)], x_out[j.to(device)]])
-                    k = torch.randint(len(self.transforms_), (len(x),), generator=generator).to(device)
-                    y = torch.cat([torch.zeros(len(idx)), torch.ones(len(idx))]).to(device)
-                    loss = F.binary_cross_entropy_with_logits(g(self._features(self.transforms_.apply(x, k))), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    total, seen = total + loss.item() * len(x), seen + len(x)
-                history.append({"epoch": epoch + 1, "loss": total / seen})
-                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-            return history
+            x_id, x_out = _prepare(images, cfg.image_size, device), _prepare(outlier_images, cfg.image_size, device)
+            return train_outlier_head(
+                g, self._features, self.transforms_, x_id, x_out, cfg, seed=self.seed, desc=f"{self.kind} g",
+                progress=self.progress,
+            )  # fmt: skip
 
         self.history_, self.fit_seconds_, self.from_cache_ = _train_or_load(self.kind, key, g, train_g, self.cache)
         self.network_ = g.eval()
@@ -469,7 +426,7 @@ class IntermediateLayerDetector(_OutlierHead):
         progress: bool = True,
     ):
         self.geom = geom
-        self.layers = tuple(layers)
+        self.layers = layers
         self.config = config
         self.seed = seed
         self.device = device
@@ -483,23 +440,25 @@ class IntermediateLayerDetector(_OutlierHead):
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
         self.geom._check_fitted()
-        unknown = set(self.layers) - {*PROPOSED_LAYERS, "softmax"}
-        if unknown or not self.layers:
-            raise ValueError(f"layers must be a non-empty subset of {(*PROPOSED_LAYERS, 'softmax')}, got {self.layers}")
+        layers = tuple(self.layers)
+        unknown = set(layers) - {*PROPOSED_LAYERS, "softmax"}
+        if unknown or not layers:
+            raise ValueError(f"layers must be a non-empty subset of {(*PROPOSED_LAYERS, 'softmax')}, got {layers}")
         geom_cfg = self.geom._cfg
         if (self._cfg.transforms, self._cfg.shift, self._cfg.image_size) != (
             geom_cfg.transforms, geom_cfg.shift, geom_cfg.image_size,
         ):  # fmt: skip
             raise ValueError("config must use GEOM's transforms, shift and image_size")
         self.geom.network_.to(device).eval()
-        return self.geom.transforms_, {"geom": self.geom.key_, "layers": list(self.layers)}
+        self.layers_ = layers
+        return self.geom.transforms_, {"geom": self.geom.key_, "layers": list(layers)}
 
     def _dims(self) -> dict[str, int]:
-        return {name: self.geom.network_.dims[name] for name in self.layers}
+        return {name: self.geom.network_.dims[name] for name in self.layers_}
 
     def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return tap_features(self.geom.network_, x, self.layers)
+            return tap_features(self.geom.network_, x, self.layers_)
 
 
 class BceDetector(_OutlierHead):
