@@ -1,6 +1,7 @@
 """The comparison loop and the benchmark, on small fabricated data."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -76,14 +77,33 @@ def test_a_detector_that_cannot_be_fitted_is_skipped_only_when_asked():
         compare.compare_detectors(outputs, fake_splits(), ["knn"], params={"knn": {"k": 500}}, progress=False, skip_failing=True)
 
 
-def test_throughput_reports_a_ratio_against_the_forward_pass():
+def test_throughput_reports_a_ratio_against_the_forward_pass(monkeypatch):
+    """On a fake clock that advances with the work done, never with wall time: one tick per image
+    through the model, ``cost`` ticks per image scored. extract + NERO runs the same forward pass
+    as the plain one and then scores, so the ratio is exactly 1 / (1 + cost)."""
     model = models.create_model("resnet18", 3, 32).eval()
     images = ImageSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 3, ["a", "b", "c"])
     train = models.extract(model, images, "cpu", progress=False)
     nero = detectors.create("nero", pca_fraction=0.02).fit(train)  # 10 components from 16 samples
-    speed = bench.throughput(model, images, nero, torch.device("cpu"), batch_size=8, repeats=1)
-    assert speed["images"] == 16 and speed["forward_images_per_s"] > 0 and speed["extract_nero_images_per_s"] > 0
-    assert speed["ratio_extract_nero_to_forward"] > 0  # its value is measured by the benchmark, never asserted
+    ticks = [0.0]
+    model.register_forward_hook(lambda module, inputs, output: ticks.__setitem__(0, ticks[0] + len(inputs[0])))
+
+    class Costly:
+        """NERO's score, charged ``cost`` ticks per image."""
+
+        def __init__(self, cost):
+            self.cost = cost
+
+        def score(self, outputs):
+            ticks[0] += self.cost * len(outputs.features)
+            return nero.score(outputs)
+
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: ticks[0]))
+    speeds = {cost: bench.throughput(model, images, Costly(cost), torch.device("cpu"), batch_size=8, repeats=2)
+              for cost in (0, 1, 3)}  # fmt: skip
+    assert {cost: s["ratio_extract_nero_to_forward"] for cost, s in speeds.items()} == {0: 1.0, 1: 0.5, 3: 0.25}
+    assert {cost: s["extract_nero_images_per_s"] for cost, s in speeds.items()} == {0: 1.0, 1: 0.5, 3: 0.25}
+    assert all(s["images"] == 16 and s["forward_images_per_s"] == 1.0 for s in speeds.values())  # 16 images, 16 ticks
 
 
 def test_throughput_interleaves_the_two_and_takes_medians(monkeypatch):
