@@ -3,24 +3,38 @@
 Modules, in the order data flows through them:
 
 * :mod:`nero_lite.synthetic` — the embedded synthetic endoscopy set, its finding masks and counterfactuals.
-* :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders.
+* :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders:
+  ``data.images`` (``ImageSet``, ``to_input``), ``data.masking``,
+  ``data.registry`` (the real data sets), ``data.folders`` (reading
+  and splitting folders), ``data.caching`` and ``data.loaders`` (``load``).
 * :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries.
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
-* :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface.
+* :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface:
+  :mod:`~nero_lite.detectors.base` (the contract, save/load), :mod:`~nero_lite.detectors.logits`,
+  :mod:`~nero_lite.detectors.odin`, :mod:`~nero_lite.detectors.distance`,
+  :mod:`~nero_lite.detectors.subspace`, :mod:`~nero_lite.detectors.shaping`,
+  :mod:`~nero_lite.detectors.gradient`, :mod:`~nero_lite.detectors.nero` and
+  :mod:`~nero_lite.detectors.presets` (the official code's settings).
 * :mod:`nero_lite.metrics` — AUROC, FPR95, AUPR-In/Out (higher score = more in-distribution).
 * :mod:`nero_lite.compare` — every detector on the same outputs, in one table.
 * :mod:`nero_lite.study` — the whole pipeline over seeds and masking settings.
 * :mod:`nero_lite.relevance` — LRP relevance of the head-input neurons and of inner layers.
 * :mod:`nero_lite.canonizers` — zennit canonizers and composites for timm's ResNets and ViTs.
-* :mod:`nero_lite.explain` — why an image is flagged: NERO's score taken apart, score maps, CRP reports.
+* :mod:`nero_lite.attribution` — LRP, CRP and gradient × input maps of the classifier and of NERO's score.
+* :mod:`nero_lite.explain` — why an image is flagged: NERO's score taken apart, reports with concept maps.
+* :mod:`nero_lite.sanity` — the model-randomization check of the reports, their cost, region shares.
 * :mod:`nero_lite.faithfulness` — explanations measured against where the finding is.
-* :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method), also on the paper's handwritten digits (:mod:`nero_lite.semisup.digits`).
+* :mod:`nero_lite.semisup` — semi-supervised OOD from intermediate layers (GEOM, GEOM+, BCE, the 2021 method):
+  :mod:`~nero_lite.semisup.transforms`, :mod:`~nero_lite.semisup.networks`,
+  :mod:`~nero_lite.semisup.training`, :mod:`~nero_lite.semisup.detectors`,
+  :mod:`~nero_lite.semisup.outliers`, :mod:`~nero_lite.semisup.protocol`,
+  :mod:`~nero_lite.semisup.plots`, and the paper's handwritten digits (:mod:`~nero_lite.semisup.digits`).
 * :mod:`nero_lite.plots` — the figures the book shows.
 * :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
 * :mod:`nero_lite.bundle` — a fitted model, its detectors and thresholds kept on disk (:func:`~nero_lite.bundle.load_bundle`).
 * :mod:`nero_lite.report` — the self-contained HTML report of flagged images.
-* :mod:`nero_lite.cli` — ``python -m nero_lite score|fit|flag``: the pipeline on your own folders.
+* :mod:`nero_lite.cli` — ``python -m nero_lite evaluate|fit|flag`` (``score`` is ``evaluate``): the pipeline on your own folders.
 """
 
 import warnings

@@ -17,13 +17,15 @@ either a module with a rule or a map the gradient treats as LRP would.
   positive part of a bias in its denominator, so the biases of the merged batch norms
   absorb relevance (20–45 % on our trained ResNet-18). The :math:`z^+` rule of deep
   Taylor decomposition leaves the bias out and conserves relevance exactly.
-* :class:`TimmViTCanonizer` with :func:`vit_composite` — transformer LRP in the style of
-  CP-LRP (Ali et al., "XAI for Transformers: Better Explanations through Conservative
-  Propagation", ICML 2022) and AttnLRP (Achtibat et al., "AttnLRP: Attention-Aware
-  Layer-Wise Relevance Propagation for Transformers", ICML 2024): the LayerNorm's
-  division by its standard deviation and the attention probabilities are held constant
-  in the backward pass, residual additions go through ``Sum`` modules, GELU passes
-  relevance on unchanged (the identity rule).
+* :class:`TimmViTCanonizer` with :func:`vit_composite` — transformer LRP as CP-LRP does
+  it (Ali et al., "XAI for Transformers: Better Explanations through Conservative
+  Propagation", ICML 2022): the LayerNorm's division by its standard deviation and the
+  attention probabilities are held constant in the backward pass, so relevance flows
+  through the value path only; residual additions go through ``Sum`` modules, GELU
+  passes relevance on unchanged (the identity rule). AttnLRP (Achtibat et al.,
+  "AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for Transformers", ICML
+  2024) also propagates through the softmax and the query–key products; it is not
+  implemented here.
 """
 
 from __future__ import annotations

@@ -1,334 +1,97 @@
 r"""Why is an image flagged? NERO reports with concept relevance maps.
 
-NERO (Chhetri et al., MICCAI 2025) scores a sample by how far its neuron relevance
-:math:`R(x) \in \mathbb R^D` at the head input lies from the class centroids of the
-training relevance. :func:`explain` turns one score into a report a reader can check:
+NERO (Chhetri, Korhonen, Gyawali & Bhattarai, "NERO: Explainable Out-of-Distribution
+Detection with Neuron-level Relevance", MICCAI 2025) scores a sample by how far its
+neuron relevance :math:`R(x) \in \mathbb R^D` at the head input (LRP, Bach et al., PLOS
+ONE 2015, in closed form: :func:`~nero_lite.relevance.head_relevance`) lies from the
+class centroids :math:`\mu_c` of the training relevance:
+
+.. math::
+
+    -\text{score}(x) = S(x) = \big(d(x) + \lambda |R_b(x)|\big)\, f(x), \qquad
+    d(x) = \min_c \big\lVert P(R(x) - m) - \mu_c \big\rVert_1 = \sum_j c_j ,
+
+with :math:`P` the kept PCA components (mean :math:`m`), :math:`R_b` the bias relevance,
+:math:`f` the norm factor and :math:`c_j` the exact contribution of neuron :math:`j`
+(:meth:`~nero_lite.detectors.nero.NeroDetector.decompose`). :func:`explain` turns one
+score into a :class:`Report` a reader can check:
 
 1. the score, the decision at a threshold (:func:`fit_threshold`: 95 % of held-out ID
-   samples accepted) and the nearest class centroid;
-2. the score taken apart exactly (:meth:`~nero_lite.detectors.nero.NeroDetector.decompose`):
-   the contribution :math:`c_j` of every neuron to the centroid distance, the bias term
-   and the norm factor; the report lists the k neurons of largest contribution (or of
-   largest deviation :math:`|\Delta_j|` from the nearest centroid, ``rank="deviation"``);
-   and the *score map* (:func:`score_maps`): those contributions propagated to the
+   samples accepted) and the nearest class centroid
+   (:meth:`~nero_lite.detectors.nero.NeroDetector.nearest`);
+2. the score taken apart: every :math:`c_j`, the bias term and the norm factor; the
+   report lists the k neurons of largest contribution (:func:`top_channels`; or of
+   largest deviation :math:`|\Delta_j|`, :math:`\Delta = R(x) - r_c`, from the nearest
+   centroid :math:`r_c`, ``rank="deviation"``), and the *score map*
+   (:func:`~nero_lite.attribution.score_maps`): those contributions propagated to the
    pixels, a map of why the image was flagged that sums to the distance;
-3. for each of them a *concept-conditional heatmap* (Concept Relevance Propagation,
-   Achtibat et al., "From attribution maps to human-understandable explanations through
-   Concept Relevance Propagation", Nature Machine Intelligence 2023), computed with
-   zennit-crp's ``CondAttribution``: LRP (Bach et al., PLOS ONE 2015) from the output,
-   masked at the last feature block to channel :math:`j` only. For ResNet-18 the head
-   inputs are the channels of ``layer4`` after global average pooling, so channel
-   :math:`j` of ``layer4`` *is* NERO's neuron :math:`j`; the output relevance is NERO's
-   (softmax-weighted), so the map of channel :math:`j` sums to :math:`R_j(x)` up to what
-   biases absorb;
-4. reference images per channel: the training images of highest relevance for it
-   (relevance maximization, Achtibat et al. 2023), with their conditional heatmaps and
-   the patch around the heatmap's peak;
-5. the input-level LRP heatmap of the predicted class.
+3. for each of them a *concept-conditional heatmap* (CRP, Achtibat et al., "From
+   attribution maps to human-understandable explanations through Concept Relevance
+   Propagation", Nature Machine Intelligence 2023;
+   :func:`~nero_lite.attribution.conditional_heatmaps`): LRP from the output, masked at
+   the last feature block to channel :math:`j` only. For ResNet-18 the head inputs are the
+   channels of ``layer4`` after global average pooling, so channel :math:`j` of ``layer4``
+   *is* NERO's neuron :math:`j`; the output relevance is NERO's (softmax-weighted), so the
+   map of channel :math:`j` sums to :math:`R_j(x)` up to what biases absorb;
+4. reference images per channel (:func:`reference_images`): the training images of
+   highest relevance share :math:`R_j / \sum_i |R_i|` for it (relevance maximization,
+   Achtibat et al. 2023), with their conditional heatmaps and the patch around the
+   heatmap's peak;
+5. the input-level LRP heatmap of the *predicted class* (one-hot output relevance, unlike
+   the concept maps' softmax relevance), whose share that reaches the pixels is
+   ``Report.conservation``.
 
 All conditions of a batch (the k concepts and the full map of every image) go through
 one batched ``CondAttribution`` pass, so the cost grows sub-linearly in k
-(:func:`explain_cost` measures it). The other maps of an image — the score map,
-gradient × input of the score (:func:`score_gradient_maps`) and the LRP map of a class
-(:func:`lrp_maps`) — are one backward pass each; :mod:`nero_lite.faithfulness` measures
-them all against where the finding really is.
-
-Rules: timm ResNets use :func:`~nero_lite.canonizers.resnet_composite` (zennit's
-``EpsilonPlusFlat`` with a bias-free :math:`z^+` rule and
-:class:`~nero_lite.canonizers.TimmResNetCanonizer`); timm ViTs use
-:func:`~nero_lite.canonizers.vit_composite` (constant LayerNorm scale and attention,
-CP-LRP / AttnLRP style). If a map is not finite the report falls back to gradient ×
-input and says so in ``Report.method`` — never a silent NaN.
+(:func:`~nero_lite.sanity.explain_cost` measures it). Rules: timm ResNets use
+:func:`~nero_lite.canonizers.resnet_composite`, timm ViTs
+:func:`~nero_lite.canonizers.vit_composite` (constant LayerNorm scale and attention
+probabilities: CP-LRP, Ali et al., ICML 2022). If a map is not finite the report falls
+back to gradient × input and says so in ``Report.method``, never a silent NaN.
+:func:`~nero_lite.plots.plot_report` draws a report; :mod:`nero_lite.sanity` checks the
+reports against a randomized model.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from crp.attribution import CondAttribution
-from timm.models.resnet import BasicBlock, ResNet
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from zennit.core import Composite
 
-from .canonizers import resnet_composite, vit_composite
+from .attribution import (
+    GRADIENT_X_INPUT,
+    LRP,
+    Method,
+    concept_layer,
+    conditional_heatmaps,
+    default_composite,
+    score_gradient_maps,
+    score_maps,
+)
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import Decomposition, NeroDetector
 from .metrics import threshold_at_tpr
-from .models import extract, find_head, resolve_device
+from .models import extract, resolve_device
 from .outputs import Outputs
 from .relevance import Target, head_relevance, output_relevance
 
 __all__ = [
-    "LRP",
-    "GRADIENT_X_INPUT",
     "ConceptReference",
     "Report",
-    "concept_heatmaps",
-    "concept_layer",
-    "default_composite",
     "explain",
-    "explain_cost",
     "fit_threshold",
-    "lrp_maps",
-    "plot_report",
-    "randomize_head",
+    "median_index",
     "reference_images",
-    "region_share",
-    "score_gradient_maps",
-    "score_maps",
     "top_channels",
 ]
 
-LRP = "lrp"
-GRADIENT_X_INPUT = "gradient_x_input (fallback)"
-Method = Literal["lrp", "gradient_x_input (fallback)"]
 Rank = Literal["contribution", "deviation"]
-
-
-# -- rules and layers per architecture ---------------------------------------------
-
-
-def default_composite(model: nn.Module) -> Composite:
-    """The LRP composite for a timm ResNet (:func:`~nero_lite.canonizers.resnet_composite`) or a timm ViT."""
-    if isinstance(model, ResNet) and any(isinstance(m, BasicBlock) for m in model.modules()):
-        return resnet_composite()
-    if isinstance(model, VisionTransformer):
-        return vit_composite()
-    raise ValueError(
-        f"no default LRP composite for {type(model).__name__}: pass composite= "
-        "(supported: timm ResNet with BasicBlocks, timm VisionTransformer)"
-    )
-
-
-def concept_layer(model: nn.Module) -> str:
-    """Name of the module whose output channels are the concepts: ``layer4`` (ResNet) or ``fc_norm`` (ViT).
-
-    Both carry the head-input neurons of NERO: ``layer4`` before global average pooling,
-    ``fc_norm`` the class token after the final norm.
-    """
-    if isinstance(model, ResNet):
-        return "layer4"
-    if isinstance(model, VisionTransformer):
-        return "fc_norm"
-    raise ValueError(f"no concept layer known for {type(model).__name__}")
-
-
-class _GradientTimesInput(CondAttribution):
-    """``CondAttribution`` whose heatmap is gradient × input, summed over colour channels."""
-
-    def heatmap_modifier(self, data: torch.Tensor, on_device: str | None = None) -> torch.Tensor:
-        heatmap = (data.grad * data).detach()
-        return torch.sum(heatmap.to(on_device) if on_device else heatmap, dim=1)
-
-
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters need no gradient while attributing; restore the caller's flags after."""
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-def _attribute(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    conditions: Sequence[Sequence[int]],
-    output_relevance_rows: torch.Tensor,
-    *,
-    layer: str,
-    composite: Composite | None,
-    method: Method,
-    batch_size: int,
-) -> torch.Tensor:
-    """Heatmaps ``(M, H, W)`` of M rows: input row m, relevance masked to channels ``conditions[m]`` of ``layer``.
-
-    ``output_relevance_rows`` (M, C) is the relevance placed on the outputs of each row.
-    """
-    attribution_type = CondAttribution if method == LRP else _GradientTimesInput
-    attribution = attribution_type(model, no_param_grad=False)
-    composite = composite if method == LRP else None
-    heatmaps = []
-    with _frozen(model):
-        for start in range(0, len(inputs), batch_size):
-            stop = min(start + batch_size, len(inputs))
-            x = inputs[start:stop].detach().clone().requires_grad_(True)
-            init = output_relevance_rows[start:stop]
-            result = attribution(
-                x,
-                [{layer: list(c)} for c in conditions[start:stop]],
-                composite,
-                init_rel=lambda prediction, init=init: init.to(prediction),
-            )
-            heatmaps.append(result.heatmap.detach())
-    return torch.cat(heatmaps)
-
-
-def concept_heatmaps(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    channels: torch.Tensor,
-    *,
-    target: Target = "softmax",
-    composite: Composite | None = None,
-    method: Method = LRP,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    r"""Concept-conditional heatmaps (CRP), shape ``(N, k, H, W)``, for channels ``(N, k)`` of :func:`concept_layer`.
-
-    Map :math:`(n, i)` is the LRP relevance of the input pixels for the relevance that
-    passes through channel ``channels[n, i]`` only (Achtibat et al., Nat. Mach. Intell.
-    2023), with the output relevance :func:`~nero_lite.relevance.output_relevance` of
-    ``target`` (``"softmax"``: NERO's). By conservation, map :math:`(n, i)` sums to that
-    channel's relevance at the layer (for the ResNet: NERO's :math:`R_j`), up to what
-    biases absorb. The N·k conditions run as one batched computation.
-    """
-    composite = composite or default_composite(model)
-    n, k = channels.shape
-    with torch.no_grad():
-        logits = model(inputs)
-    rows = output_relevance(logits, target).repeat_interleave(k, dim=0)
-    maps = _attribute(
-        model,
-        inputs.repeat_interleave(k, dim=0),
-        [[c] for c in channels.flatten().tolist()],
-        rows,
-        layer=concept_layer(model),
-        composite=composite,
-        method=method,
-        batch_size=batch_size,
-    )
-    return maps.view(n, k, *maps.shape[1:])
-
-
-@contextmanager
-def _head_input(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Capture the input of the classifier head (key ``"features"``) during the forward passes in the block.
-
-    Enter it *before* a composite's context: the pre-hook then runs before the rule hooks
-    and sees the tensor the model computed, the one relevance and gradients start from.
-    """
-    captured: dict[str, torch.Tensor] = {}
-    handle = find_head(model).register_forward_pre_hook(lambda module, args: captured.update(features=args[0]))
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def _outputs(model: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> Outputs:
-    head = find_head(model)
-    return Outputs(features.flatten(1), logits, None, head.weight.detach(), head.bias.detach())
-
-
-def _batched_maps(model, images, device, batch_size, one_batch) -> torch.Tensor:
-    """``one_batch(x)`` (N, H, W) over the images in batches, on the CPU."""
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    pixels = image_tensor(images)
-    maps = []
-    with _frozen(model):
-        for start in range(0, len(pixels), batch_size):
-            x = to_input(pixels[start : start + batch_size], device).requires_grad_(True)
-            maps.append(one_batch(x).detach().cpu())
-    return torch.cat(maps) if maps else torch.empty(0, *pixels.shape[-2:])
-
-
-def score_maps(
-    model: nn.Module,
-    images: ImageSet | torch.Tensor,
-    detector: NeroDetector,
-    *,
-    composite: Composite | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = 32,
-) -> torch.Tensor:
-    r"""Why each image got its NERO distance, per pixel: shape ``(N, H, W)``, on the CPU.
-
-    The per-neuron contributions :math:`c_j` of
-    :meth:`~nero_lite.detectors.nero.NeroDetector.decompose` (which sum to the centroid
-    distance :math:`d(x)`) are placed on the head inputs and propagated to the pixels
-    with the report's LRP rules (:func:`default_composite`): for a ResNet each channel's
-    contribution is spread over the positions of ``layer4`` in proportion to its
-    activation (the proportional rule of the global average pool), then down through the
-    network; for a ViT it enters at the class token and reaches the patches through the
-    constant attention. Positive pixels push the image away from its nearest centroid.
-
-    Conservation: for a ResNet each map sums to :math:`d(x)` (up to the contribution of
-    channels whose activation is zero everywhere, which has no position to go to); for
-    a ViT the class token and the position embedding keep a share, as for
-    ``Report.conservation``. One forward and one backward pass per image, batched.
-    """
-    composite = composite or default_composite(model)
-
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with _head_input(model) as captured, composite.context(model) as modified, torch.enable_grad():
-            logits = modified(x)
-            features = captured["features"]
-            contributions = detector.decompose(_outputs(model, features, logits).detach()).neurons
-            (relevance,) = torch.autograd.grad(features, x, grad_outputs=contributions.view_as(features).to(features))
-        return relevance.sum(dim=1)
-
-    return _batched_maps(model, images, device, batch_size, one_batch)
-
-
-def score_gradient_maps(
-    model: nn.Module,
-    images: ImageSet | torch.Tensor,
-    detector: NeroDetector,
-    *,
-    device: str | torch.device = "auto",
-    batch_size: int = 32,
-) -> torch.Tensor:
-    r"""Gradient × input of NERO's outlier score :math:`S(x)`, summed over colour channels: ``(N, H, W)``.
-
-    :math:`\sum_{\text{colour}} x \odot \partial S / \partial x` on the normalised input
-    (Simonyan et al., ICLR 2014 workshop; Shrikumar et al., ICML 2017): the plain-gradient
-    alternative to :func:`score_maps`, with the same sign (positive = more OOD).
-    """
-
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with _head_input(model) as captured, torch.enable_grad():
-            logits = model(x)
-            outlier_score = detector.decompose(_outputs(model, captured["features"], logits)).outlier_score
-            (gradient,) = torch.autograd.grad(outlier_score.sum(), x)
-        return (gradient * x).sum(dim=1)
-
-    return _batched_maps(model, images, device, batch_size, one_batch)
-
-
-def lrp_maps(
-    model: nn.Module,
-    images: ImageSet | torch.Tensor,
-    *,
-    target: Target = "predicted",
-    composite: Composite | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Input LRP maps of the classifier's output relevance ``target`` (``Report.heatmap``), shape ``(N, H, W)``."""
-    composite = composite or default_composite(model)
-
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with composite.context(model) as modified, torch.enable_grad():
-            logits = modified(x)
-            (relevance,) = torch.autograd.grad(logits, x, grad_outputs=output_relevance(logits.detach(), target))
-        return relevance.sum(dim=1)
-
-    return _batched_maps(model, images, device, batch_size, one_batch)
 
 
 # -- reports -----------------------------------------------------------------------
@@ -389,7 +152,7 @@ class Report:
     heatmap : (H, W)
         Input relevance for the predicted class (output relevance one-hot, 1).
     score_map : (H, W)
-        The contributions propagated to the pixels (:func:`score_maps`): where the
+        The contributions propagated to the pixels (:func:`~nero_lite.attribution.score_maps`): where the
         distance comes from; it sums to ``distance`` for a ResNet.
     concept_heatmaps : (k, H, W)
         CRP maps of the k channels (NERO's softmax-weighted output relevance).
@@ -467,6 +230,21 @@ def fit_threshold(detector: NeroDetector, id_outputs: Outputs, tpr: float = 0.95
     return threshold_at_tpr(detector.score(id_outputs), tpr)
 
 
+def median_index(scores: torch.Tensor, mask: torch.Tensor) -> int:
+    """Index of the sample whose score is the median of those selected by ``mask`` (the upper median for an even count).
+
+    A way to pick an example for a report that is not hand-picked: e.g. the median
+    accepted ID image, or the median flagged OOD image of a class. ``scores`` and
+    ``mask`` are (N,); raises ``ValueError`` when ``mask`` selects nothing.
+    """
+    scores, mask = torch.as_tensor(scores).flatten(), torch.as_tensor(mask).flatten().to(torch.bool)
+    candidates = torch.nonzero(mask.cpu()).flatten()
+    if len(candidates) == 0:
+        raise ValueError("mask selects no sample")
+    order = scores.cpu()[candidates].argsort()
+    return int(candidates[order[len(order) // 2]])
+
+
 def _peak_box(heatmap: torch.Tensor, size: int) -> tuple[int, int, int, int]:
     """A ``size×size`` box (clipped to the image) centred on the peak of the smoothed positive heatmap."""
     h, w = heatmap.shape
@@ -511,7 +289,7 @@ def reference_images(
     x = to_input(images[index.flatten()], device)
     with torch.no_grad():
         logits = model(x)
-    maps = _attribute(
+    maps = conditional_heatmaps(
         model,
         x,
         [[c] for c in channels for _ in range(index.shape[1])],
@@ -572,7 +350,7 @@ def explain(
     rank : ``"contribution"`` or ``"deviation"``
         Choose them by contribution to the score (:func:`top_channels`) or by :math:`|\Delta_j|`.
     composite : zennit composite, optional
-        :func:`default_composite` when omitted.
+        :func:`~nero_lite.attribution.default_composite` when omitted.
     method : ``"lrp"`` or ``"gradient_x_input (fallback)"``
         LRP falls back to gradient × input, with a warning, if any map is not finite.
     device : ``"auto"`` picks CUDA when available; the model is moved there.
@@ -591,7 +369,7 @@ def explain(
     k = channels.shape[1]
     predicted = outputs.predictions()
     head_input = head_relevance(outputs.features, outputs.weight, outputs.bias, target="predicted")[0].sum(dim=1)
-    references_relevance = detector.references_.to(relevance)[parts.centroid]
+    references_relevance = detector.centroid_relevance(parts.centroid).to(relevance)
 
     # one batched CondAttribution pass: per image the full map (all channels) and k concepts
     layer = concept_layer(model)
@@ -605,12 +383,12 @@ def explain(
         rows += [predicted_relevance[i]] + [nero_relevance[i]] * k
     repeated = x.repeat_interleave(k + 1, dim=0)
     arguments = dict(layer=layer, composite=composite, batch_size=batch_size)
-    maps = _attribute(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
+    maps = conditional_heatmaps(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
     score_map = score_maps(model, pixels, detector, composite=composite, device=device, batch_size=batch_size)
     if method == LRP and not (torch.isfinite(maps).all() and torch.isfinite(score_map).all()):
         warnings.warn("LRP gave non-finite relevance; falling back to gradient x input", RuntimeWarning, stacklevel=2)
         method = GRADIENT_X_INPUT
-        maps = _attribute(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
+        maps = conditional_heatmaps(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
         score_map = score_gradient_maps(model, pixels, detector, device=device, batch_size=batch_size)
     maps = maps.view(n, k + 1, *maps.shape[1:]).cpu()
 
@@ -670,159 +448,3 @@ def explain(
         )
         for i in range(n)
     ]
-
-
-# -- sanity check and cost ---------------------------------------------------------
-
-
-def randomize_head(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with its linear head re-initialised (PyTorch's default ``nn.Linear`` init).
-
-    The cascading model-randomization test of Adebayo et al., "Sanity Checks for Saliency
-    Maps", NeurIPS 2018, starting at the last layer: explanations that do not change when
-    the head is randomized do not explain the model.
-    """
-    randomized = copy.deepcopy(model)
-    head = find_head(randomized)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
-    with torch.no_grad():
-        head.weight.copy_(fresh.weight)
-        if head.bias is not None:
-            head.bias.copy_(fresh.bias)
-    return randomized
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def explain_cost(
-    model: nn.Module,
-    images: ImageSet | torch.Tensor,
-    detector: NeroDetector,
-    *,
-    k: int = 5,
-    repeats: int = 3,
-    device: str | torch.device = "auto",
-    **kwargs,
-) -> dict[str, float]:
-    """Seconds per image of a forward pass, a score map, gradient × input of the score and a full report, in one run.
-
-    The four are interleaved and repeated ``repeats`` times (after one untimed warm-up
-    of each); the figures are medians. Returns ``forward_s``, ``score_map_s``,
-    ``gradient_map_s`` (a plain forward and backward pass: the reference for the cost of
-    the LRP rules), ``report_s`` (per image, batched as given) and the cost in forward
-    passes, ``score_map_relative``, ``gradient_map_relative`` and ``relative`` (the
-    medians of the per-round ratios).
-    ``kwargs`` go to :func:`explain` (e.g. ``train_images`` to include the reference images).
-    """
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    pixels = image_tensor(images)
-    x = to_input(pixels, device)
-
-    def timed(run) -> float:
-        _synchronize(device)
-        start = time.perf_counter()
-        run()
-        _synchronize(device)
-        return (time.perf_counter() - start) / len(pixels)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(x)
-
-    runs = {
-        "forward_s": forward,
-        "score_map_s": lambda: score_maps(model, pixels, detector, device=device),
-        "gradient_map_s": lambda: score_gradient_maps(model, pixels, detector, device=device),
-        "report_s": lambda: explain(model, pixels, detector, threshold=-math.inf, k=k, device=device, **kwargs),
-    }
-    for run in runs.values():
-        run()
-    rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(repeats)]
-    result = {name: float(np.median([r[name] for r in rounds])) for name in runs}
-    for name in ("score_map", "gradient_map"):
-        result[f"{name}_relative"] = float(np.median([r[f"{name}_s"] / r["forward_s"] for r in rounds]))
-    result["relative"] = float(np.median([r["report_s"] / r["forward_s"] for r in rounds]))
-    return result
-
-
-def region_share(heatmaps, region) -> np.ndarray:
-    r"""Share of each heatmap's absolute relevance that falls inside ``region``.
-
-    :math:`\sum_{p \in \text{region}} |h_p| \,/\, \sum_p |h_p|` for every map ``h``
-    of ``heatmaps`` (``…×H×W``); ``region`` is an ``H×W`` boolean mask (e.g.
-    :func:`nero_lite.data.corner_region`). A map that spreads its relevance evenly
-    scores the region's area fraction; a map drawn to the region scores more.
-    """
-    maps = np.abs(np.asarray(heatmaps, dtype=np.float64))
-    mask = np.asarray(region, dtype=bool)
-    if maps.shape[-2:] != mask.shape:
-        raise ValueError(f"heatmaps are {maps.shape[-2:]} but the region is {mask.shape}")
-    total = maps.sum(axis=(-2, -1))
-    return np.where(total > 0, (maps * mask).sum(axis=(-2, -1)) / np.where(total > 0, total, 1), 0.0)
-
-
-# -- figure ------------------------------------------------------------------------
-
-
-def _show_map(ax, heatmap: np.ndarray, image: np.ndarray, title: str) -> None:
-    """The heatmap (red positive, blue negative, symmetric scale) over the image in grey."""
-    limit = float(np.abs(heatmap).max()) or 1.0
-    ax.imshow(image.mean(axis=0), cmap="gray")
-    ax.imshow(heatmap, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.7)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-
-
-def plot_report(report: Report, *, max_references: int = 3):
-    """One figure for one :class:`Report`.
-
-    Top row: the image with its score and decision; the score map (where the distance
-    comes from); the input heatmap of the predicted class; and every neuron's
-    contribution :math:`c_j` to the distance, the report's k neurons marked, with the
-    decomposition ``score = -(distance + bias term) × norm factor`` in the title. One row
-    per concept: its conditional heatmap (red = positive relevance, blue = negative),
-    then the peak patches of its reference training images.
-    """
-    import matplotlib.pyplot as plt
-
-    k = len(report.channels)
-    columns = max(4, 1 + max_references)
-    fig = plt.figure(figsize=(2.0 * columns + 2.5, 2.0 * (k + 1)), constrained_layout=True)
-    grid = fig.add_gridspec(k + 1, columns)
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(report.image.transpose(1, 2, 0))
-    ax.set_title(f"{report.decision}: score {report.score:.3g}\n(threshold {report.threshold:.3g})", fontsize=8)
-    ax.axis("off")
-    _show_map(fig.add_subplot(grid[0, 1]), report.score_map, report.image, f"score map\nnearest {report.nearest_name}")
-    title = f"{report.method} map\npredicted {report.predicted_name}"
-    _show_map(fig.add_subplot(grid[0, 2]), report.heatmap, report.image, title)
-    ax = fig.add_subplot(grid[0, 3:])
-    ax.bar(np.arange(len(report.neuron_contributions)), report.neuron_contributions, width=1.0, color="grey")
-    ax.bar(report.channels, report.contributions, width=3.0, color="crimson", label=f"top {k} ({report.rank})")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_title(
-        f"-(d {report.distance:.3g} + bias {report.bias_term:.3g}) × f {report.norm_factor:.3g}", fontsize=8
-    )
-    ax.set_xlabel(f"neuron / channel of {report.layer}")
-    ax.set_ylabel("contribution $c_j$ to d")
-    ax.legend(fontsize=7)
-    for row, (channel, contribution, delta) in enumerate(
-        zip(report.channels, report.contributions, report.deviations), start=1
-    ):
-        title = f"channel {channel}\nc = {contribution:+.3g}, Δ = {delta:+.3g}"
-        _show_map(fig.add_subplot(grid[row, 0]), report.concept_heatmaps[row - 1], report.image, title)
-        refs = next((r for r in report.references if r.channel == channel), None)
-        if refs is None:
-            continue
-        for col, (patch, index) in enumerate(zip(refs.patches()[:max_references], refs.indices), start=1):
-            ax = fig.add_subplot(grid[row, col])
-            ax.imshow(patch)
-            ax.set_title(f"train #{index}", fontsize=7)
-            ax.axis("off")
-    return fig

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from . import explain
+from . import attribution, explain
 from .data import image_tensor, to_input
 from .detectors.nero import NeroDetector
 from .models import extract, resolve_device
@@ -86,10 +86,10 @@ FRACTIONS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
 
 #: The maps :func:`compare_maps` measures, with what each one is.
 MAP_KINDS = {
-    "score map": "NERO's neuron contributions propagated to the pixels (explain.score_maps)",
-    "gradient × input": "gradient × input of NERO's outlier score (explain.score_gradient_maps)",
-    "input LRP": "LRP of the predicted class, the report's input map (explain.lrp_maps)",
-    "CRP top-|Δ|": "CRP map of the neuron of largest |Δ| (explain.concept_heatmaps)",
+    "score map": "NERO's neuron contributions propagated to the pixels (attribution.score_maps)",
+    "gradient × input": "gradient × input of NERO's outlier score (attribution.score_gradient_maps)",
+    "input LRP": "LRP of the predicted class, the report's input map (attribution.lrp_maps)",
+    "CRP top-|Δ|": "CRP map of the neuron of largest |Δ| (attribution.concept_heatmaps)",
     "random": "uniform random values: the chance level",
     "centre prior": "a Gaussian bump at the image centre (localisation only)",
 }
@@ -305,10 +305,10 @@ def compare_maps(
     strongest = explain.top_channels(detector.decompose(outputs), 1, rank="deviation")
     options = dict(device=device, batch_size=batch_size)
     maps = {
-        "score map": explain.score_maps(model, images, detector, **options),
-        "gradient × input": explain.score_gradient_maps(model, images, detector, **options),
-        "input LRP": explain.lrp_maps(model, images, **options),
-        "CRP top-|Δ|": explain.concept_heatmaps(model, to_input(images, device), strongest, batch_size=batch_size)[:, 0].cpu(),
+        "score map": attribution.score_maps(model, images, detector, **options),
+        "gradient × input": attribution.score_gradient_maps(model, images, detector, **options),
+        "input LRP": attribution.lrp_maps(model, images, **options),
+        "CRP top-|Δ|": attribution.concept_heatmaps(model, to_input(images, device), strongest, batch_size=batch_size)[:, 0].cpu(),
         "random": torch.rand(n, height, width, generator=generator, dtype=torch.float64),
         "centre prior": centre_prior(n, height, width),
     }

@@ -1,6 +1,8 @@
-"""The figures of the book: image grids, training curves, confusion matrices, score histograms, explanation maps."""
+"""The figures of the book: image grids, training curves, confusion matrices, score histograms, ROC curves, explanation maps."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,9 +10,13 @@ import pandas as pd
 import seaborn as sns
 import torch
 from sklearn.metrics import confusion_matrix as _confusion_matrix
+from sklearn.metrics import roc_curve as _roc_curve
 
 from .data import ImageSet, Splits
 from .outputs import Outputs
+
+if TYPE_CHECKING:  # for the annotations only: explain imports the models, plots stays light
+    from .explain import Report
 
 __all__ = [
     "class_profiles",
@@ -18,11 +24,14 @@ __all__ = [
     "image_grid",
     "maps_with_masks",
     "mean_maps",
+    "plot_report",
     "projection_2d",
     "relevance_profile",
     "restoration",
+    "roc_curve",
     "score_histograms",
     "show_images",
+    "side_by_side",
     "study_bars",
     "training_curves",
 ]
@@ -93,6 +102,39 @@ def score_histograms(
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sns.histplot(frame, x="score", hue="set", element="step", stat="density", common_norm=False, fill=False, ax=ax)
     ax.set(title=title, xlabel=f"{xlabel} (higher = more in-distribution)")
+    fig.tight_layout()
+    return fig
+
+
+def roc_curve(id_scores, ood_scores, tpr: float = 0.95, title: str = "ROC curve", ax=None) -> plt.Figure:
+    """ROC curve(s), ID as the positive class, with the operating point at ``tpr`` ID TPR marked.
+
+    ``ood_scores`` is one set of OOD scores or ``{label: scores}`` for one curve each
+    (against the same ``id_scores``; higher = more ID). Each curve is
+    :func:`sklearn.metrics.roc_curve` of ID (positive) against OOD; its marked point
+    (``gid="operating-point"``) is the first point of the curve whose TPR reaches ``tpr``,
+    so its FPR is :func:`nero_lite.metrics.fpr_at_tpr` and its legend entry prints it.
+    Draws on ``ax`` when given.
+    """
+    sets = dict(ood_scores) if isinstance(ood_scores, dict) else {"OOD": ood_scores}
+    id_scores = _numpy(id_scores).ravel().astype(np.float64)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    else:
+        fig = ax.figure
+    for label, scores in sets.items():
+        scores = _numpy(scores).ravel().astype(np.float64)
+        y = np.concatenate([np.ones(id_scores.size), np.zeros(scores.size)])
+        fpr, tprs, _ = _roc_curve(y, np.concatenate([id_scores, scores]), drop_intermediate=False)
+        (line,) = ax.plot(fpr, tprs, lw=1.5, label=label)
+        point = np.searchsorted(tprs, tpr - 1e-12, side="left")
+        ax.plot([fpr[point]], [tprs[point]], marker="o", ms=7, color=line.get_color(), markeredgecolor="black",
+                ls="none", gid="operating-point", label=f"{label}: FPR {fpr[point]:.1%} at TPR {tprs[point]:.1%}")
+    ax.axhline(tpr, color="grey", lw=0.8, ls=":")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), title=title,
+           xlabel="FPR: share of OOD images accepted as ID", ylabel="TPR: share of ID images accepted")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -229,6 +271,89 @@ def maps_with_masks(images, masks, maps: dict, counterfactuals=None, size: float
             ax.axis("off")
             if i == 0:
                 ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _show_map(ax, heatmap: np.ndarray, image: np.ndarray, title: str) -> None:
+    """The heatmap (red positive, blue negative, symmetric scale) over the image in grey."""
+    limit = float(np.abs(heatmap).max()) or 1.0
+    ax.imshow(image.mean(axis=0), cmap="gray")
+    ax.imshow(heatmap, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.7)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_report(report: Report, *, max_references: int = 3) -> plt.Figure:
+    """One figure for one :class:`~nero_lite.explain.Report` (:func:`nero_lite.explain.explain`).
+
+    Top row: the image with its score and decision; the score map (where the distance
+    comes from); the input heatmap of the predicted class; and every neuron's
+    contribution :math:`c_j` to the distance, the report's k neurons marked, with the
+    decomposition ``score = -(distance + bias term) × norm factor`` in the title. One row
+    per concept: its conditional heatmap (red = positive relevance, blue = negative),
+    then the peak patches of its reference training images.
+    """
+    k = len(report.channels)
+    columns = max(4, 1 + max_references)
+    fig = plt.figure(figsize=(2.0 * columns + 2.5, 2.0 * (k + 1)), constrained_layout=True)
+    grid = fig.add_gridspec(k + 1, columns)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(report.image.transpose(1, 2, 0))
+    ax.set_title(f"{report.decision}: score {report.score:.3g}\n(threshold {report.threshold:.3g})", fontsize=8)
+    ax.axis("off")
+    _show_map(fig.add_subplot(grid[0, 1]), report.score_map, report.image, f"score map\nnearest {report.nearest_name}")
+    title = f"{report.method} map\npredicted {report.predicted_name}"
+    _show_map(fig.add_subplot(grid[0, 2]), report.heatmap, report.image, title)
+    ax = fig.add_subplot(grid[0, 3:])
+    ax.bar(np.arange(len(report.neuron_contributions)), report.neuron_contributions, width=1.0, color="grey")
+    ax.bar(report.channels, report.contributions, width=3.0, color="crimson", label=f"top {k} ({report.rank})")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_title(
+        f"-(d {report.distance:.3g} + bias {report.bias_term:.3g}) × f {report.norm_factor:.3g}", fontsize=8
+    )
+    ax.set_xlabel(f"neuron / channel of {report.layer}")
+    ax.set_ylabel("contribution $c_j$ to d")
+    ax.legend(fontsize=7)
+    for row, (channel, contribution, delta) in enumerate(
+        zip(report.channels, report.contributions, report.deviations), start=1
+    ):
+        title = f"channel {channel}\nc = {contribution:+.3g}, Δ = {delta:+.3g}"
+        _show_map(fig.add_subplot(grid[row, 0]), report.concept_heatmaps[row - 1], report.image, title)
+        refs = next((r for r in report.references if r.channel == channel), None)
+        if refs is None:
+            continue
+        for col, (patch, index) in enumerate(zip(refs.patches()[:max_references], refs.indices), start=1):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(patch)
+            ax.set_title(f"train #{index}", fontsize=7)
+            ax.axis("off")
+    return fig
+
+
+def side_by_side(reports: Sequence[Report], titles: Sequence[str],
+                 title: str = "score map, input heatmap and concept heatmaps of the channels that contribute most") -> plt.Figure:
+    """One row per :class:`~nero_lite.explain.Report`: the image, its score map, its input map, its k concept maps.
+
+    ``titles`` label the rows (e.g. ``"ID test"``, ``"OOD: polyp"``); every map is drawn
+    over the image in grey on its own symmetric scale (red positive, blue negative), each
+    concept map titled with its channel and contribution :math:`c_j`. The reports must
+    list the same number of channels.
+    """
+    k = len(reports[0].channels)
+    fig, axes = plt.subplots(len(reports), k + 3, figsize=(1.9 * (k + 3), 2.4 * len(reports)), squeeze=False)
+    for row, report, name in zip(axes, reports, titles):
+        row[0].imshow(report.image.transpose(1, 2, 0))
+        row[0].set_title(f"{name}\n{report.decision}, score {report.score:.3g}", fontsize=8)
+        row[0].axis("off")
+        maps = [report.score_map, report.heatmap, *report.concept_heatmaps]
+        names = ["score map", f"input map ({report.predicted_name})"] + [
+            f"channel {c}, c={v:+.2g}" for c, v in zip(report.channels, report.contributions)]
+        for ax, heatmap, label in zip(row[1:], maps, names):
+            _show_map(ax, heatmap, report.image, label)
+        for ax in row[1 + len(maps):]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

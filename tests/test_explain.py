@@ -13,22 +13,22 @@ from zennit.torchvision import ResNetCanonizer
 from nero_lite import detectors
 from nero_lite.canonizers import TimmResNetCanonizer, resnet_composite, vit_composite
 from nero_lite.data import ImageSet, to_input
-from nero_lite.explain import (
+from nero_lite.attribution import (
     GRADIENT_X_INPUT,
     LRP,
+    channel_relevance,
     concept_heatmaps,
-    explain,
-    fit_threshold,
     lrp_maps,
-    plot_report,
-    randomize_head,
-    region_share,
     score_gradient_maps,
     score_maps,
+    token_relevance,
 )
+from nero_lite.explain import explain, fit_threshold, median_index
 from nero_lite.models import create_model, extract
 from nero_lite.outputs import Outputs
+from nero_lite.plots import plot_report, side_by_side
 from nero_lite.relevance import layer_relevance
+from nero_lite.sanity import randomize_head, region_share
 
 matplotlib.use("Agg")
 
@@ -227,9 +227,8 @@ def test_vit_lrp_is_finite_and_conserves_at_the_tokens(vit, images):
 
 def relative_error_tokens(model, x):
     """Relative gap between the relevance at the head input and at the token embeddings (after the position embedding)."""
-    head, tokens = layer_relevance(model, x, [model.fc_norm, model.pos_drop], vit_composite())
-    head, tokens = head.flatten(1).sum(1), tokens.flatten(1).sum(1)
-    return float(((tokens - head).abs() / head.abs()).max())
+    head, tokens = token_relevance(model, x)
+    return float(((tokens.sum(1) - head).abs() / head.abs()).max())
 
 
 def test_vit_report_and_named_fallback(vit, images, train):
@@ -343,3 +342,63 @@ def test_single_branch_zplus_equals_the_full_rule_on_resnets(resnet_d, images):
     )
     expected = lrp_maps(resnet_d, images[:3], composite=full, device="cpu")
     torch.testing.assert_close(lrp_maps(resnet_d, images[:3], device="cpu"), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_token_relevance_is_one_pass_of_layer_relevance(vit, resnet, images):
+    x = to_input(images[:2])
+    head, tokens = token_relevance(vit, x)
+    at_head, at_tokens = layer_relevance(vit, x, [vit.fc_norm, vit.pos_drop], vit_composite())
+    assert tokens.shape == (2, at_tokens.shape[1]) and head.shape == (2,)
+    torch.testing.assert_close(head, at_head.flatten(1).sum(1))
+    torch.testing.assert_close(tokens, at_tokens.sum(2))
+    # the softmax target moves relevance; a fixed class gives the same split as layer_relevance
+    _, tokens_1 = token_relevance(vit, x, target=1)
+    torch.testing.assert_close(tokens_1, layer_relevance(vit, x, vit.pos_drop, vit_composite(), target=1).sum(2))
+    with pytest.raises(ValueError, match="VisionTransformer"):
+        token_relevance(resnet, x)
+
+
+def test_median_index_picks_the_median_of_the_selected_scores():
+    scores = torch.tensor([5.0, -1.0, 3.0, 9.0, 0.0, 7.0])
+    # selected 5, -1, 9, 0 (indices 0, 1, 3, 4): sorted -1, 0, 5, 9, the upper median 5 is index 0
+    assert median_index(scores, torch.tensor([True, True, False, True, True, False])) == 0
+    # selected 3, 9, 7 (indices 2, 3, 5): the median 7 is index 5
+    assert median_index(scores, torch.tensor([False, False, True, True, False, True])) == 5
+    assert median_index(scores.numpy(), scores.numpy() > 8) == 3
+    with pytest.raises(ValueError, match="no sample"):
+        median_index(scores, scores > 100)
+
+
+def test_centroid_relevance_is_the_reference_of_the_deviation(resnet, train):
+    detector, outputs = fitted(resnet, train)
+    parts = detector.decompose(outputs)
+    relevance = detector.relevance(outputs)[0]
+    torch.testing.assert_close(detector.centroid_relevance(parts.centroid), relevance - parts.deviation)
+    every = detector.centroid_relevance()
+    assert every.shape == (3, relevance.shape[1])
+    # one centroid per class: the class's mean training relevance
+    torch.testing.assert_close(every[1], relevance[outputs.labels == 1].mean(0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(detectors.NotFittedError):
+        detectors.create("nero").centroid_relevance()
+
+
+def test_side_by_side_draws_one_row_per_report(resnet, images, train):
+    detector, _ = fitted(resnet, train)
+    reports = explain(resnet, images[32:34], detector, threshold=0.0, k=2, device="cpu")
+    figure = side_by_side(reports, ["first", "second"], title="two reports")
+    assert len(figure.axes) == 2 * (2 + 3) and figure._suptitle.get_text() == "two reports"
+    assert figure.axes[0].get_title().startswith("first\n") and figure.axes[2].get_title().startswith("input map")
+    matplotlib.pyplot.close(figure)
+
+
+def test_channel_relevance_at_layer4_is_nero_relevance_and_conserved_to_layer3(resnet, images, train):
+    detector, outputs = fitted(resnet, train)
+    at3, at4 = channel_relevance(resnet, train.images[:5], [resnet.layer3, resnet.layer4], device="cpu", batch_size=2)
+    assert at3.shape == (5, 256) and at4.shape == (5, 512)
+    # CRP's channel relevance at layer4 (softmax target) is NERO's neuron relevance R_j
+    expected = detector.relevance(outputs.subset(slice(0, 5)))[0]
+    torch.testing.assert_close(at4, expected, rtol=1e-3, atol=1e-4)
+    # the bias-free model conserves: layer3 holds what layer4 holds
+    torch.testing.assert_close(at3.sum(1), at4.sum(1), rtol=1e-3, atol=1e-5)
+    (again,) = channel_relevance(resnet, train.images[:5], [resnet.layer3], device="cpu")
+    torch.testing.assert_close(again, at3, rtol=1e-4, atol=1e-7)

@@ -1,6 +1,6 @@
 """Data: the embedded synthetic endoscopy set, real-image loaders and shortcut masking.
 
-One entry point, :func:`load`, returns a :class:`Splits` — ID train, ID test and OOD
+One entry point, :func:`~nero_lite.data.load`, returns a :class:`~nero_lite.data.Splits` — ID train, ID test and OOD
 test images (uint8 tensors in memory) with their class names:
 
 * ``load()`` or ``load("synthetic")`` — the embedded default (:mod:`nero_lite.synthetic`),
@@ -11,8 +11,8 @@ test images (uint8 tensors in memory) with their class names:
   ``NERO_LITE_DATA=../shared/data`` finds ``../shared/data/hyperkvasir-lowergi``).
 * ``load("path/to/folder", id_classes=[...])`` — any folder in ImageFolder layout (one
   sub-folder per class), or one with ``id/`` and ``ood/`` sub-folders;
-  :func:`load_folders` takes an ID folder and an OOD folder directly.
-* :func:`load_segmented` — polyp images with pixel masks of the polyp (Kvasir-SEG, in
+  :func:`~nero_lite.data.load_folders` takes an ID folder and an OOD folder directly.
+* :func:`~nero_lite.data.load_segmented` — polyp images with pixel masks of the polyp (Kvasir-SEG, in
   the ``kvasir-seg-polyps`` layout): ground truth for where an explanation should
   point, and, through ``load(..., ood_sets=...)``, a larger polyp OOD class.
 
@@ -23,12 +23,12 @@ stratified and seeded. Loaded sets are cached under :func:`~nero_lite.cache.cach
 Its modules, one section each (use the names from ``nero_lite.data``, where everything
 public is imported):
 
-* ``images`` — :class:`ImageSet`, :class:`Splits` and :func:`to_input`;
-* ``masking`` — shortcut masking (:func:`mask_shortcut`, :func:`corner_box_present`);
-* ``registry`` — the data sets known by name (:data:`DATASETS`) and :func:`data_root`;
+* ``images`` — :class:`~nero_lite.data.ImageSet`, :class:`~nero_lite.data.Splits` and :func:`~nero_lite.data.to_input`;
+* ``masking`` — shortcut masking (:func:`~nero_lite.data.mask_shortcut`, :func:`~nero_lite.data.corner_box_present`);
+* ``registry`` — the data sets known by name (:data:`DATASETS`) and :func:`~nero_lite.data.data_root`;
 * ``folders`` — image files and ImageFolder layouts read as every loader reads them, and the seeded split;
 * ``caching`` — loaded sets cached as checksummed tensors;
-* ``loaders`` — :func:`load`, :func:`load_folders`, :func:`load_segmented`.
+* ``loaders`` — :func:`~nero_lite.data.load`, :func:`~nero_lite.data.load_folders`, :func:`~nero_lite.data.load_segmented`.
 
 Environment variables:
 
@@ -50,11 +50,11 @@ from .registry import DATASETS, SEGMENTED_FOLDER, RealDataset, data_root
 
 # Sphinx reads a constant's documentation (its ``#:`` comment) from the module it documents:
 # the book's API page documents nero_lite.data, so the public constants are described here.
-#: Per-channel mean subtracted by :func:`to_input` (ImageNet's RGB statistics, used by every model here).
+#: Per-channel mean subtracted by :func:`~nero_lite.data.to_input` (ImageNet's RGB statistics, used by every model here).
 MEAN = MEAN
-#: Per-channel standard deviation divided out by :func:`to_input` (ImageNet's).
+#: Per-channel standard deviation divided out by :func:`~nero_lite.data.to_input` (ImageNet's).
 STD = STD
-#: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
+#: Side of the lower-left square blacked out by :func:`~nero_lite.data.mask_shortcut`, as a fraction of
 #: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
 #: the black box spans columns 0 to 0.31 and rows 0.68 to 1.0 of the side (49×51 px
 #: of 160) in 97 % of the images that have it; 0.35 covers it with a margin.
@@ -63,7 +63,7 @@ CORNER_FRACTION = CORNER_FRACTION
 #: data, timings, a row of dots), as a fraction of the side: bright text pixels end at
 #: 0.14 of the side.
 TEXT_MARGIN_FRACTION = TEXT_MARGIN_FRACTION
-#: The real data sets :func:`load` knows by name, with their ID/OOD class split
+#: The real data sets :func:`~nero_lite.data.load` knows by name, with their ID/OOD class split
 #: (``hyperkvasir``, ``kvasir``, ``gastrovision``; the choices are explained in ``registry.py``).
 DATASETS = DATASETS
 

@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 
 from ..outputs import Outputs
 from ..relevance import Target, head_relevance
-from .base import Detector, Paper, class_means, labelled
+from .base import Detector, NotFittedError, Paper, class_means, labelled
 
 __all__ = ["Decomposition", "FeatureCentroidDetector", "NeroDetector"]
 
@@ -129,7 +129,7 @@ class NeroDetector(Detector):
     ``use_bias_term=False`` drops :math:`\lambda |R_b|`; ``use_norm_factor=False`` drops
     :math:`f`. ``target``/``epsilon`` are passed to ``head_relevance``. The parts are
     exposed for the book: :meth:`relevance`, :meth:`project`, :meth:`distance`,
-    :meth:`bias_term`, :meth:`norm_factor`, :meth:`nearest`, and ``pca_``, ``centroids_``,
+    :meth:`bias_term`, :meth:`norm_factor`, :meth:`nearest`, :meth:`centroid_relevance`, and ``pca_``, ``centroids_``,
     ``references_``, ``lambda_``; :meth:`decompose` takes the score apart exactly, neuron
     by neuron.
 
@@ -259,6 +259,20 @@ class NeroDetector(Detector):
         distances = torch.cdist(self.project(outputs), self.centroids_.to(outputs.features), p=self.p)
         distance, index = distances.min(dim=1)
         return self.centroid_labels_.to(index.device)[index], distance
+
+    def centroid_relevance(self, centroid: torch.Tensor | None = None) -> torch.Tensor:
+        r"""The centroids as points :math:`r_c` of the neuron-relevance space: all of them (centroids, D), or rows ``centroid``.
+
+        ``centroid`` holds centroid indices, e.g. ``Decomposition.centroid``; then row
+        :math:`i` is the reference that ``Decomposition.deviation`` measures sample
+        :math:`i` from, :math:`\Delta = R(x) - r_c` (for one centroid per class, the
+        class's mean training relevance). A copy, on the device of ``centroid``.
+        """
+        if not hasattr(self, "references_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(train) first")
+        if centroid is None:
+            return self.references_.clone()
+        return self.references_.to(centroid.device)[centroid]
 
     def decompose(self, outputs: Outputs) -> Decomposition:
         r"""The score taken apart exactly: per-neuron contributions, bias term and norm factor.
