@@ -1,10 +1,12 @@
-"""Command line: score a user's own image folders with every detector, or fit a bundle and flag new images.
+"""Command line: evaluate every detector on a user's own image folders, or fit a bundle and flag new images.
 
-Three commands. ``score`` evaluates: every detector on labelled ID and OOD folders, with
-metrics. ``fit`` and ``flag`` are for use: ``fit`` saves a classifier, its detectors and their
-thresholds as a bundle (:mod:`nero_lite.bundle`); ``flag`` scores unlabelled images with it.
+Three commands. ``evaluate`` (alias ``score``, its former name) measures: every detector on
+labelled ID and OOD folders, with metrics. ``fit`` and ``flag`` are for use: ``fit`` saves a
+classifier, its detectors and their thresholds as a bundle (:mod:`nero_lite.bundle`);
+``flag`` scores unlabelled images with it. ``evaluate`` and ``flag`` write the same kind of
+``report.html`` (:mod:`nero_lite.report`).
 
-``python -m nero_lite score --train ID_TRAIN_DIR --id ID_TEST_DIR --ood OOD_DIR`` trains
+``python -m nero_lite evaluate --train ID_TRAIN_DIR --id ID_TEST_DIR --ood OOD_DIR [--explain N]`` trains
 (or reuses from the cache) a classifier on the ImageFolder at ``--train``, extracts its
 outputs once, fits the detectors on the training outputs and scores the ID test and OOD
 images. The classifier is trained from scratch, or fine-tuned from timm's ImageNet
@@ -21,21 +23,30 @@ file that is a whole classifier of the ``--train`` classes is used as it is, unt
     [0, 1]); ``ood_class`` is ``"all"`` for the row pooling every OOD image.
 ``metrics.md``
     The same table in markdown.
+``report.html``
+    One self-contained page (:func:`~nero_lite.report.evaluate_report`): the metrics table
+    (AUROC and FPR95 per detector and OOD group), the histogram of ID test and OOD scores of
+    NERO (or, without it, of the first detector) with its threshold at 95 % ID TPR on the ID
+    test images, then the images below it by score, the ``--explain`` lowest (default 8)
+    explained as ``flag`` explains them, with the training images as the reference pool.
 ``run.json``
-    The options, image counts, ID test accuracy, the seconds of each phase, the image files
+    The options, image counts, ID test accuracy, how many images report.html explains
+    (``explained``), the seconds of each phase (``report``: the page and its explanations), the image files
     found but not loaded (``skipped_files``: unreadable, or beside the class folders), and under
     ``detectors`` the hyperparameters adapted to a small training set (``adapted``) and
     the detectors left out because they could not be fitted on it (``skipped``), each with
     its reason; both are also printed.
 
 ``python -m nero_lite fit --train ID_DIR [--val ID_VAL_DIR | --val-fraction F] --out BUNDLE``
-gets its classifier as ``score`` does (the same ``--arch``, ``--weights``, ``--pretrained``,
+gets its classifier as ``evaluate`` does (the same ``--arch``, ``--weights``, ``--pretrained``,
 ``--recipe``, ``--size``, ``--epochs``, ``--seed``, ``--mask-corner``, ``--mask-text``,
 ``--preset``, ``--device``, ``--no-cache``), extracts the training outputs once, fits the
 ``--detectors`` (default :data:`FIT_DETECTORS`) on them and sets each threshold at 95 % ID
 TPR (:func:`~nero_lite.metrics.threshold_at_tpr`) on the validation images: ``--val``, or
 without it a seeded share ``--val-fraction`` (default 0.2) of each ``--train`` class, never
-test images. It writes the bundle folder ``--out`` (layout: :mod:`nero_lite.bundle`).
+test images. It writes the bundle folder ``--out`` (layout: :mod:`nero_lite.bundle`), with a
+reference pool of at most :data:`~nero_lite.bundle.REFERENCES_PER_CLASS` training images per
+class for the concepts' reference patches.
 
 ``python -m nero_lite flag BUNDLE IMAGES_DIR --out REPORT [--detector nero] [--explain N]
 [--batch-size B]`` scores every image under ``IMAGES_DIR`` (any depth; unreadable files are
@@ -51,11 +62,18 @@ threshold. It writes into ``--out``, as a set:
     (:meth:`~nero_lite.detectors.nero.NeroDetector.decompose`); both empty without NERO in
     the bundle.
 ``report.html``
-    One self-contained page (:mod:`nero_lite.report`): the score histogram with the
-    threshold and the counts, then the flagged images by score, the ``--explain`` lowest
-    (default 8) beside the map of why NERO flags them (:func:`~nero_lite.explain.score_maps`).
+    One self-contained page (:func:`~nero_lite.report.flag_report`): the score histogram
+    with the threshold and the counts, then the flagged images by score, the ``--explain``
+    lowest (default 8) explained (:meth:`~nero_lite.bundle.Bundle.reports`): the map of why
+    NERO flags them, and for each of their :data:`~nero_lite.bundle.CONCEPTS` neurons of
+    largest contribution the CRP concept map and patches of the reference-pool images that
+    excite it most. A bundle without a reference pool (written before ``fit`` kept one) gets
+    the why-flagged maps only, and the page says so.
 ``run.json``
     The options, the threshold, image counts, the files skipped and the seconds of each phase.
+
+Explanations are computed for the ``--explain`` images shown only, so their cost and memory
+do not grow with the folder.
 
 Bad input ends with a one-line error and exit status 2, before any image is read where it
 can be seen from the options: a missing folder or a file in its place, ``--id`` or ``--ood``
@@ -90,7 +108,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import detectors as _detectors
-from .bundle import Bundle, load_bundle, preprocess, save_bundle
+from .bundle import REFERENCES_PER_CLASS, Bundle, load_bundle, preprocess, reference_pool, save_bundle
 from .cache import cache_dir, fingerprint, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
 from .detectors.presets import arch_family
@@ -99,10 +117,10 @@ from .data import (CORNER_FRACTION, IMAGE_EXTENSIONS, TEXT_MARGIN_FRACTION, Imag
 from .metrics import threshold_at_tpr
 from .models import (ARCHITECTURES, Recipe, accuracy, create_model, extract, read_weights, resolve_device,
                      train_classifier)
-from .report import Flagged, flag_report
+from .report import Flagged, evaluate_report, flag_report
 
-__all__ = ["FIT_DETECTORS", "FLAG_COLUMNS", "build_parser", "classifier", "fit", "flag", "image_files", "main", "read",
-           "read_fit", "score", "small_data_params"]
+__all__ = ["FIT_DETECTORS", "FLAG_COLUMNS", "build_parser", "classifier", "evaluate", "fit", "flag", "image_files", "main",
+           "read", "read_fit", "small_data_params"]
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 #: The columns of ``flags.csv``, written by ``flag``.
@@ -113,8 +131,11 @@ FIT_DETECTORS = ("msp", "energy", "mahalanobis", "knn", "nero")
 VAL_FRACTION = 0.2
 #: The share of the validation images each threshold set by ``fit`` accepts (95 % ID TPR).
 ID_TPR = 0.95
-#: The most flagged images ``flag`` keeps (lowest scores) to show in report.html.
+#: The most flagged images ``flag`` and ``evaluate`` keep (lowest scores) to show in report.html.
 GALLERY = 48
+#: What report.html says when the bundle has no reference pool to find reference patches in.
+NO_POOL_NOTE = ("This bundle holds no reference pool (it was written before `fit` kept training images), so the "
+                "explained images show the why-flagged map only; fit it again for concept maps with reference patches.")
 
 
 def _detector_list(text: str) -> list[str]:
@@ -155,7 +176,7 @@ def _fraction(text: str) -> float:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``score`` and ``fit`` that choose, train and mask the classifier."""
+    """The options of ``evaluate`` and ``fit`` that choose, train and mask the classifier."""
     parser.add_argument("--arch", type=_architecture, default="resnet18d", metavar="ARCH",
                         help="the classifier: resnet18d (timm ResNet-18-D, whose relevance maps have no fixed grid), resnet18 "
                              "(the paper's CNN), vit (DeiT-Tiny on an 8×8 grid of patches), deit_small (the paper's "
@@ -187,32 +208,38 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m nero_lite`` argument parser (sub-commands ``score``, ``fit`` and ``flag``)."""
+    """The ``python -m nero_lite`` argument parser (sub-commands ``evaluate`` (alias ``score``), ``fit`` and ``flag``)."""
     parser = _Parser(
         prog="python -m nero_lite",
         description="Explainable out-of-distribution detection on your own image folders.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    score = commands.add_parser(
-        "score",
-        help="train a classifier on ID folders, then score ID test and OOD images with every detector",
+    evaluation = commands.add_parser(
+        "evaluate",
+        aliases=["score"],
+        help="train a classifier on ID folders, then score ID test and OOD images with every detector and measure "
+             "(alias: score)",
         description=(
             "Train (or reuse from the cache) a classifier on --train, extract its features and logits once, "
             "fit the detectors on the training images and score --id and --ood. Folders are in ImageFolder "
-            "layout: one sub-folder per class, images inside. Writes scores.csv, metrics.json, metrics.md "
-            "and run.json into --out."
+            "layout: one sub-folder per class, images inside. Writes scores.csv, metrics.json, metrics.md, "
+            "report.html (the metrics, the ID test and OOD score histogram with the threshold at 95 % ID TPR, "
+            "the lowest-scoring images explained) and run.json into --out. `score` is the same command."
         ),
     )
-    score.add_argument("--train", required=True, type=Path, metavar="ID_TRAIN_DIR",
+    evaluation.add_argument("--train", required=True, type=Path, metavar="ID_TRAIN_DIR",
                        help="in-distribution training images, one sub-folder per class")
-    score.add_argument("--id", required=True, type=Path, metavar="ID_TEST_DIR",
+    evaluation.add_argument("--id", required=True, type=Path, metavar="ID_TEST_DIR",
                        help="in-distribution test images; each sub-folder must be a class of --train")
-    score.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
+    evaluation.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
                        help="out-of-distribution images, one sub-folder per kind (metrics are reported per sub-folder)")
-    _add_model_options(score)
-    _add_detector_options(score, _detectors.available(), "all")
-    score.add_argument("--out", type=Path, default=Path("results"), help="output folder, created if needed; its four files are overwritten (default: results)")
-    _add_run_options(score)
+    _add_model_options(evaluation)
+    _add_detector_options(evaluation, _detectors.available(), "all")
+    evaluation.add_argument("--out", type=Path, default=Path("results"), help="output folder, created if needed; its five files are overwritten (default: results)")
+    _add_explain_option(evaluation, "show the N images of lowest NERO score that fall below its threshold explained: the map of "
+                               "why NERO flags them, and for their top neurons the concept map and reference patches "
+                               "from --train; 0: none (needs nero among --detectors) (default: 8)")
+    _add_run_options(evaluation)
 
     fit = commands.add_parser(
         "fit",
@@ -221,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Train (or reuse from the cache, or take as it is from --weights) a classifier on --train, extract its "
             "features and logits once, fit the detectors on the training images and set each threshold at 95 % ID "
             "TPR on the validation images (--val, or a seeded per-class share of --train). Writes the bundle "
-            "folder --out (model.safetensors, detectors/NAME.safetensors, bundle.json last) for `flag`."
+            "folder --out (model.safetensors, detectors/NAME.safetensors, references.safetensors: a pool of up to "
+            f"{REFERENCES_PER_CLASS} training images per class for the reference patches, bundle.json last) for `flag`."
         ),
     )
     fit.add_argument("--train", required=True, type=Path, metavar="ID_DIR",
@@ -252,17 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder, created if needed; its three files are overwritten")
     flag.add_argument("--detector", default="nero", metavar="NAME",
                       help="the bundle's detector that flags (default: nero)")
-    flag.add_argument("--explain", type=_non_negative, default=8, metavar="N",
-                      help="show the N flagged images of lowest score beside the map of why NERO flags them; 0: none "
-                           "(needs nero in the bundle) (default: 8)")
+    _add_explain_option(flag, "show the N flagged images of lowest score explained: the map of why NERO flags them, and "
+                              "for their top neurons the concept map and reference patches from the bundle's training "
+                              "images; 0: none (needs nero in the bundle) (default: 8)")
     flag.add_argument("--batch-size", type=_positive, default=256, metavar="B",
                       help="images read and scored at a time: memory holds one batch, not the folder (default: 256)")
     flag.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     return parser
 
 
+def _add_explain_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """``--explain N`` (``evaluate``, ``flag``): how many of report.html's images are explained."""
+    parser.add_argument("--explain", type=_non_negative, default=8, metavar="N", help=text)
+
+
 def _add_detector_options(parser: argparse.ArgumentParser, default: list[str], shown: str) -> None:
-    """``--preset`` and ``--detectors`` (``score``, ``fit``)."""
+    """``--preset`` and ``--detectors`` (``evaluate``, ``fit``)."""
     parser.add_argument("--preset", choices=_detectors.PRESETS, default="ours",
                         help="detector hyperparameters: ours (each method's paper) or reference (NERO's reference code, "
                              "for a resnet or vit/deit ARCH: NERO k=175, ReAct clip 0.9/0.99, ODIN T=100, eps=5e-4, NECO's "
@@ -272,7 +305,7 @@ def _add_detector_options(parser: argparse.ArgumentParser, default: list[str], s
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--no-cache`` (``score``, ``fit``)."""
+    """``--device`` and ``--no-cache`` (``evaluate``, ``fit``)."""
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-cache", action="store_true", help="neither reuse nor store images and trained weights")
 
@@ -343,7 +376,7 @@ def _unwritable(folder: Path) -> str | None:
 
 
 def read(args: argparse.Namespace) -> Splits:
-    """The three folders of the ``score`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
+    """The three folders of the ``evaluate`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
     return load_folders(
         args.train, args.ood, test_dir=args.id, size=args.size, seed=args.seed,
         mask_corner=args.mask_corner, mask_text=args.mask_text, cache=not args.no_cache,
@@ -366,8 +399,8 @@ def classifier(args: argparse.Namespace, train: ImageSet, device) -> nn.Module:
                             weights=args.weights, device=device, cache=not args.no_cache)
 
 
-def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -> dict:
-    """Run the ``score`` command on images already read; returns what it wrote to ``run.json``."""
+def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -> dict:
+    """Run the ``evaluate`` (alias ``score``) command on images already read; returns what it wrote to ``run.json``."""
     seconds = {"read": read_seconds}
     device = resolve_device(args.device)
     print(f"read {len(splits.train)} training, {len(splits.test)} ID test and {len(splits.ood)} OOD images "
@@ -387,10 +420,11 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
     params, adapted = small_data_params(args.detectors, len(splits.train), outputs.train.features.shape[1])
     for name, note in adapted.items():
         print(f"{name}: {note}", file=sys.stderr)
+    # created here, not by name inside compare_detectors, to keep the fitted NERO for report.html's explanations
+    created = {name: _detectors.create(name, args.preset, args.arch, **params.get(name, {})) for name in args.detectors}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # each skipped detector is reported once, below
-        table, scores = compare_detectors(outputs, splits, args.detectors, params, model=model, skip_failing=True,
-                                          preset=args.preset, arch=args.arch)
+        table, scores = compare_detectors(outputs, splits, created, model=model, skip_failing=True)
     skipped = table.attrs["skipped"]
     for name, reason in skipped.items():
         print(f"warning: skipped detector {name}: {reason}", file=sys.stderr)
@@ -404,6 +438,13 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
     id_predicted = [splits.id_classes[k] for k in outputs.test.predictions().cpu().tolist()]
     ood_predicted = [splits.id_classes[k] for k in outputs.ood.predictions().cpu().tolist()]
     ood_class = [splits.ood_classes[k] for k in splits.ood.labels.tolist()]
+    truths = [f"ID test: {splits.id_classes[k]}" for k in splits.test.labels.tolist()] + [f"OOD: {c}" for c in ood_class]
+    nero = created["nero"] if "nero" in scores else None  # fitted, not skipped
+    page, explained = _evaluate_page(args, model, splits, scores, nero, metrics, id_files + ood_files, truths,
+                                     id_predicted + ood_predicted, device)
+    seconds["report"] = time.perf_counter() - start
+
+    start = time.perf_counter()
     frames = []
     for name, (id_scores, ood_scores) in scores.items():
         frames.append(pd.DataFrame({"file": id_files, "set": "id", "ood_class": "", "detector": name,
@@ -411,7 +452,6 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         frames.append(pd.DataFrame({"file": ood_files, "set": "ood", "ood_class": ood_class, "detector": name,
                                     "score": ood_scores.numpy(), "predicted": ood_predicted}))
     table_of_scores = pd.concat(frames, ignore_index=True)
-
     run = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
         "device": str(device),
@@ -421,6 +461,7 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "model_from_cache": bool(getattr(model, "from_cache", False)),
         "model_used_as_is": bool(getattr(model, "head_loaded", False)),
         "detectors": {"adapted": adapted, "skipped": skipped},
+        "explained": explained,
         "skipped_files": [{"file": file, "reason": reason} for file, reason in splits.skipped.items()],
         "seconds": seconds,
     }
@@ -428,16 +469,74 @@ def score(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -
         "scores.csv": lambda path: table_of_scores.to_csv(path, index=False),
         "metrics.json": lambda path: metrics.to_json(path, orient="records", indent=1),
         "metrics.md": lambda path: path.write_text(_markdown(metrics)),
+        "report.html": lambda path: path.write_text(page, encoding="utf-8"),
     }
     _write_set(args.out, writers, run, start)
     print(_markdown(metrics[metrics.ood_class == "all"]), end="")
     timing = ", ".join(f"{phase} {s:.1f} s" for phase, s in seconds.items())
-    print(f"wrote {args.out}/scores.csv, metrics.json, metrics.md, run.json ({timing})", file=sys.stderr)
+    print(f"wrote {args.out}/scores.csv, metrics.json, metrics.md, report.html, run.json ({timing})", file=sys.stderr)
     return run
 
 
+def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, scores: dict, nero, metrics: pd.DataFrame,
+                   files: list[str], truths: list[str], predicted: list[str], device) -> tuple[str, int]:
+    """``evaluate``'s report.html and how many images it explains.
+
+    ``files``, ``truths`` and ``predicted`` (classes) list the ID test then the OOD images.
+    The histogram is NERO's (or the first detector's) with its threshold at 95 % ID TPR on
+    the ID test images; the gallery holds the images below it, lowest first.
+    ``nero`` (the fitted NERO, or ``None``) is put with the model and a reference pool
+    drawn from the training images into an unsaved :class:`~nero_lite.bundle.Bundle`, which
+    gives the nearest class of the shown images and explains them as ``flag`` does.
+    """
+    name = "nero" if nero is not None else next(iter(scores))
+    id_scores, ood_scores = scores[name]
+    threshold = threshold_at_tpr(id_scores, ID_TPR)
+    values = torch.cat([id_scores, ood_scores])
+    images = torch.cat([splits.test.images, splits.ood.images])
+    order = [i for i in values.argsort(stable=True).tolist() if values[i] < threshold][:GALLERY]
+    gallery = [Flagged(files[i], float(values[i]), predicted[i], "", images[i], truth=truths[i]) for i in order]
+    note, explained = "", 0
+    if nero is not None and gallery:
+        bundle = Bundle(model, args.arch, args.size, args.mask_corner, args.mask_text, splits.id_classes, {"nero": nero},
+                        {"nero": threshold}, fingerprint(splits.train.images, splits.train.labels),
+                        references=reference_pool(splits.train, seed=args.seed))
+        nearest = bundle.score(torch.stack([item.image for item in gallery]), device=device, progress=False).nearest
+        gallery = [replace(item, nearest=splits.id_classes[k]) for item, k in zip(gallery, nearest.tolist())]
+        gallery, note, explained = _explain_gallery(bundle, gallery, args.explain, device)
+    elif args.explain and gallery:
+        note = "The images are not explained: explanations need nero among --detectors."
+    page = evaluate_report(title=f"nero_lite evaluate: {args.id} against {args.ood}", detector=name, threshold=threshold,
+                           id_scores=id_scores.numpy(), ood_scores=ood_scores.numpy(), metrics=metrics, gallery=gallery,
+                           skipped=len(splits.skipped), note=note)
+    return page, explained
+
+
+def _explain_gallery(bundle: Bundle, gallery: list[Flagged], n: int, device) -> tuple[list[Flagged], str, int]:
+    """The gallery with its first ``n`` images explained by the bundle's NERO, the note report.html
+    adds, and how many were explained.
+
+    With a reference pool each explained image gets its full report
+    (:meth:`~nero_lite.bundle.Bundle.reports`: the why-flagged map, concept maps, reference
+    patches); without one the why-flagged map only (:meth:`~nero_lite.bundle.Bundle.explain`)
+    and :data:`NO_POOL_NOTE`. Only those ``n`` are explained, so the cost does not grow with
+    the folder.
+    """
+    n = min(n, len(gallery))
+    if not n:
+        return gallery, "", 0
+    pixels = torch.stack([item.image for item in gallery[:n]])
+    if bundle.references is None:
+        maps = bundle.explain(pixels, device=device)
+        explained = [replace(item, heatmap=heatmap.numpy()) for item, heatmap in zip(gallery, maps)]
+        return explained + gallery[n:], NO_POOL_NOTE, n
+    reports = bundle.reports(pixels, device=device)
+    explained = [replace(item, heatmap=report.score_map, report=report) for item, report in zip(gallery, reports)]
+    return explained + gallery[n:], "", n
+
+
 def _check(args: argparse.Namespace) -> str | None:
-    """What is wrong with the ``score`` options before any image is read (``None``: nothing)."""
+    """What is wrong with the ``evaluate`` options before any image is read (``None``: nothing)."""
     for option in ("train", "id", "ood"):
         problem = _folder_problem(f"--{option}", getattr(args, option), "a folder with one sub-folder per class")
         if problem:
@@ -449,7 +548,7 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _check_model(args: argparse.Namespace) -> str | None:
-    """What is wrong with the options ``score`` and ``fit`` share (``None``: nothing)."""
+    """What is wrong with the options ``evaluate`` and ``fit`` share (``None``: nothing)."""
     if args.arch == "vit" and (args.size % 8 or args.size < 16):
         return f"--size: the vit cuts images into an 8×8 grid of patches, so SIZE must be a multiple of 8 (at least 16), got {args.size}"
     if args.arch == "deit_small" and args.size % 16:
@@ -572,7 +671,8 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
         "seconds": seconds,
     }
     bundle = save_bundle(args.out, model, args.arch, args.size, args.mask_corner, args.mask_text, train.classes,
-                         fitted, thresholds, unsaved.train_fingerprint, info)
+                         fitted, thresholds, unsaved.train_fingerprint, info,
+                         references=reference_pool(train, seed=args.seed))
     print(f"validation accuracy {val_accuracy:.1%}; thresholds at {ID_TPR:.0%} ID TPR: "
           + ", ".join(f"{name} {value:.4g}" for name, value in thresholds.items()), file=sys.stderr)
     print(f"wrote the bundle {args.out}", file=sys.stderr)
@@ -651,16 +751,18 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
 
     start = time.perf_counter()
     shown = sorted(kept, key=lambda item: (-item[0], item[1]))  # lowest score first
-    explained = min(args.explain, len(shown)) if nero else 0
-    maps = bundle.explain(torch.stack([item[3] for item in shown[:explained]]), device=device) if explained else []
-    gallery = [Flagged(row["file"], row["score"], row["predicted"], row["nearest"], image,
-                       maps[k].numpy() if k < explained else None) for k, (_, _, row, image) in enumerate(shown)]
+    gallery = [Flagged(row["file"], row["score"], row["predicted"], row["nearest"], image) for _, _, row, image in shown]
+    note, explained = "", 0
+    if nero:
+        gallery, note, explained = _explain_gallery(bundle, gallery, args.explain, device)
+    elif args.explain and gallery:
+        note = "The images are not explained: explanations need nero in the bundle."
     seconds["explain"] = time.perf_counter() - start
 
     start = time.perf_counter()
     table = pd.DataFrame(rows, columns=list(FLAG_COLUMNS))
     page = flag_report(title=f"nero_lite flag: {args.images}", detector=args.detector, threshold=threshold,
-                       scores=table.score.to_numpy(), gallery=gallery, skipped=len(skipped))
+                       scores=table.score.to_numpy(), gallery=gallery, skipped=len(skipped), note=note)
     flagged = int(table.flagged.sum())
     run = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -669,6 +771,7 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
         "threshold": threshold,
         "images": {"found": len(files), "scored": len(table), "flagged": flagged},
         "explained": explained,
+        "reference_pool": bundle.references is not None,
         "bundle": {"train_fingerprint": bundle.train_fingerprint, "versions": bundle.versions},
         "skipped_files": [{"file": file, "reason": reason} for file, reason in skipped.items()],
         "seconds": seconds,
@@ -692,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str):
         parser.exit(2, f"{command}: error: {message} (see {command} --help)\n")
 
-    checks = {"score": _check, "fit": _check_fit, "flag": _check_flag}
+    checks = {"evaluate": _check, "score": _check, "fit": _check_fit, "flag": _check_flag}
     problem = checks[args.command](args)
     if problem:
         fail(problem)
@@ -735,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:  # no detector could be fitted
                 fail(str(error).splitlines()[0])
         else:
-            score(args, splits, time.perf_counter() - start)
+            evaluate(args, splits, time.perf_counter() - start)
     except KeyboardInterrupt:
         print(f"{command}: interrupted; results in {out} are as they were", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""``python -m nero_lite score`` on a tiny fake ImageFolder tree, and data_scripts/split_for_cli.py."""
+"""``python -m nero_lite evaluate`` (alias ``score``) on a tiny fake ImageFolder tree, and data_scripts/split_for_cli.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from image_folders import colour_tree, draw
 from nero_lite import cli, detectors, models
@@ -61,7 +64,8 @@ def test_score_writes_scores_metrics_and_run(tree, capsys):
     assert run["images"] == {"train": 36, "id": 12, "ood": 10}
     assert run["skipped_files"] == []
     assert run["options"]["mask_corner"] is True
-    assert set(run["seconds"]) == {"read", "train", "extract", "detectors", "write"}
+    assert set(run["seconds"]) == {"read", "train", "extract", "detectors", "report", "write"}
+    assert run["explained"] == min(8, len(_gallery(out / "report.html")))
     assert "| all |" in capsys.readouterr().out
 
 
@@ -193,7 +197,7 @@ def test_no_cache_runs_with_an_unusable_cache_and_touches_none(tree, monkeypatch
 def test_a_failed_write_leaves_the_previous_results_whole(tree, monkeypatch):
     assert cli.main(_args(tree, "--detectors", "msp")) == 0
     before = {p.name: p.read_bytes() for p in (tree / "out").iterdir()}
-    assert sorted(before) == ["metrics.json", "metrics.md", "run.json", "scores.csv"]
+    assert sorted(before) == ["metrics.json", "metrics.md", "report.html", "run.json", "scores.csv"]
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -270,9 +274,9 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
     monkeypatch.setattr(cli, "train_classifier", spy)
     real_compare = cli.compare_detectors
 
-    def compare_spy(*args, **kwargs):
-        seen.update(preset=kwargs["preset"], arch=kwargs["arch"])
-        return real_compare(*args, **kwargs)
+    def compare_spy(outputs, splits, created, **kwargs):
+        seen.update(react=dict(vars(created["react"])))  # before fitting: the hyperparameters
+        return real_compare(outputs, splits, created, **kwargs)
 
     monkeypatch.setattr(cli, "compare_detectors", compare_spy)
     weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
@@ -282,7 +286,7 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
     assert "fine-tuning from" in capsys.readouterr().err
     assert seen["weights"] == weights and not seen["pretrained"]
     assert seen["recipe"] == replace(models.Recipe.paper(), epochs=2)
-    assert (seen["preset"], seen["arch"]) == ("reference", "resnet18")
+    assert seen["react"] == vars(detectors.create("react", "reference", "resnet18")) != vars(detectors.create("react"))
     assert not json.loads((tree / "out" / "run.json").read_text())["model_used_as_is"]
 
 
@@ -303,11 +307,81 @@ def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypat
 
 
 def test_help_documents_every_option():
-    text = subprocess.run([sys.executable, "-m", "nero_lite", "score", "--help"], capture_output=True, text=True,
-                          check=True, cwd=ROOT).stdout
-    for option in ("--train", "--id", "--ood", "--arch", "--size", "--epochs", "--seed", "--mask-corner",
+    texts = [subprocess.run([sys.executable, "-m", "nero_lite", command, "--help"], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout for command in ("evaluate", "score")]
+    assert texts[0] == texts[1]  # score is evaluate under its former name
+    for option in ("--train", "--id", "--ood", "--arch", "--size", "--epochs", "--seed", "--mask-corner", "--explain",
                    "--mask-text", "--detectors", "--out", "--device", "--no-cache", "--pretrained", "--weights", "--recipe", "--preset"):
-        assert option in text
+        assert option in texts[0]
+    assert "report.html" in texts[0]
+    top = subprocess.run([sys.executable, "-m", "nero_lite", "--help"], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout
+    assert "evaluate (score)" in top
+
+
+# --------------------------------------------------------------------------- evaluate: score's files and report.html
+def _gallery(page: Path) -> list[str]:
+    """The cards of report.html's gallery."""
+    return re.split(r'<div class="card(?=[ "])', page.read_text(encoding="utf-8"))[1:]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, one_torch_thread) -> Path:
+    """``score`` once to train and cache, then ``evaluate`` into evaluate/ and ``score`` into score/, both from the cache."""
+    root = colour_tree(tmp_path_factory.mktemp("evaluate"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
+        for command, out in (("score", "warm"), ("evaluate", "evaluate"), ("score", "score")):
+            argv = _args(root, "--detectors", "msp,nero,energy", "--explain", "2", "--device", "cpu")
+            argv[0] = command
+            assert cli.main(_option(argv, "--out", str(root / out))) == 0
+    return root
+
+
+def test_score_and_evaluate_write_identical_files(evaluated):
+    names = sorted(p.name for p in (evaluated / "evaluate").iterdir())
+    assert names == ["metrics.json", "metrics.md", "report.html", "run.json", "scores.csv"]
+    assert names == sorted(p.name for p in (evaluated / "score").iterdir())
+    for name in ("metrics.json", "metrics.md", "report.html", "scores.csv"):
+        assert (evaluated / "evaluate" / name).read_bytes() == (evaluated / "score" / name).read_bytes(), name
+    runs = [json.loads((evaluated / out / "run.json").read_text()) for out in ("evaluate", "score")]
+    for run in runs:
+        del run["seconds"], run["options"]["out"]
+    assert runs[0]["options"].pop("command") == "evaluate" and runs[1]["options"].pop("command") == "score"
+    assert runs[0] == runs[1] and runs[0]["model_from_cache"] and runs[0]["explained"] == 2
+
+
+def test_the_evaluate_report_holds_the_metrics_of_metrics_json(evaluated):
+    page = (evaluated / "evaluate" / "report.html").read_text(encoding="utf-8")
+    cells = re.findall(r'<td data-detector="([^"]*)" data-ood="([^"]*)" data-metric="([^"]*)">([^<]*)</td>', page)
+    metrics = json.loads((evaluated / "evaluate" / "metrics.json").read_text())
+    expected = {(row["detector"], row["ood_class"], metric): f"{row[metric]:.4f}" for row in metrics
+                for metric in ("auroc", "fpr95")}
+    assert {(d, o, m): v for d, o, m, v in cells} == expected and len(cells) == len(expected) == 3 * 3 * 2
+    assert page.index('class="metrics"') < page.index('alt="score histogram"')  # the metrics come first
+
+
+def test_the_evaluate_report_flags_the_images_below_nero_at_95_percent_id_tpr(evaluated):
+    from nero_lite.metrics import threshold_at_tpr
+
+    scores = pd.read_csv(evaluated / "evaluate" / "scores.csv", keep_default_na=False)
+    nero = scores[scores.detector == "nero"].reset_index(drop=True)
+    threshold = threshold_at_tpr(torch.tensor(nero.score[nero.set == "id"].to_numpy()), 0.95)
+    below = nero[nero.score < threshold].sort_values("score", kind="stable")
+    page = evaluated / "evaluate" / "report.html"
+    cards = _gallery(page)
+    assert len(cards) == min(len(below), cli.GALLERY)
+    shown = [re.search(r"<b>([^<]*)</b>", card).group(1) for card in cards]
+    assert shown == list(below.file[: len(cards)])
+    for card, (_, row) in zip(cards, below.iterrows()):
+        truth = "ID test: " if row.set == "id" else f"OOD: {row.ood_class}"
+        assert truth in card
+    explained = [card for card in cards if card.startswith(' explained"')]
+    assert len(explained) == min(2, len(cards)) and cards[: len(explained)] == explained
+    for card in explained:
+        assert card.count('alt="concept map"') == 3 and card.count('alt="reference patch"') == 9
+    text = page.read_text(encoding="utf-8")
+    assert f"{threshold:.6g}" in text and "95 % ID TPR on the ID test images" in text
 
 
 # --------------------------------------------------------------------------- data_scripts/split_for_cli.py
@@ -352,10 +426,11 @@ def test_score_on_the_shared_hyperkvasir_folder(tmp_path, monkeypatch, capsys):
     counts = _split_script().split(source, tmp_path / "hk", ["cecum", "bbps-2-3", "bbps-0-1"], ["polyps", "impacted-stool"])
     assert cli.main(["score", "--train", str(tmp_path / "hk" / "train"), "--id", str(tmp_path / "hk" / "id"),
                      "--ood", str(tmp_path / "hk" / "ood"), "--size", "32", "--epochs", "2", "--mask-corner",
-                     "--detectors", "msp,nero", "--out", str(tmp_path / "out")]) == 0
+                     "--detectors", "msp,nero", "--explain", "2", "--out", str(tmp_path / "out")]) == 0
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["images"] == {"train": sum(counts["train"].values()), "id": sum(counts["id"].values()),
                              "ood": sum(counts["ood"].values())}
     assert run["classes"]["ood"] == ["impacted-stool", "polyps"]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {m["ood_class"] for m in metrics} == {"polyps", "impacted-stool", "all"}
+    assert run["explained"] == 2 and (tmp_path / "out" / "report.html").read_text().count('alt="reference patch"') == 18

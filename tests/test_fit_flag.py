@@ -34,9 +34,9 @@ def fitted(tmp_path_factory, one_torch_thread):
         patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
         real = cli.save_bundle
 
-        def spy(folder, model, *args):
-            saved.update(model=model, args=args)
-            return real(folder, model, *args)
+        def spy(folder, model, *args, **kwargs):
+            saved.update(model=model, args=args, kwargs=kwargs)
+            return real(folder, model, *args, **kwargs)
 
         patch.setattr(cli, "save_bundle", spy)
         assert cli.main(fit_args(root, "--val", str(root / "id"), "--mask-corner")) == 0
@@ -64,7 +64,9 @@ def test_fit_writes_a_complete_bundle(fitted):
     assert set(document["detectors"]) == set(cli.FIT_DETECTORS)
     assert set(document["versions"]) == {"nero_lite", "torch", "timm"}
     assert document["info"]["images"] == {"train": 36, "val": 12}
-    assert sorted(p.name for p in (root / "bundle").iterdir()) == ["bundle.json", "detectors", "model.safetensors"]
+    assert sorted(p.name for p in (root / "bundle").iterdir()) == ["bundle.json", "detectors", "model.safetensors",
+                                                                     "references.safetensors"]
+    assert document["references"]["count"] == 36  # 12 training images per class, fewer than REFERENCES_PER_CLASS
     bundle = bundles.load_bundle(root / "bundle")
     val = read_imagefolder(root / "id", size=16, progress=False)
     scores = bundle.score(val, device="cpu", progress=False)
@@ -123,7 +125,9 @@ def test_report_is_one_self_contained_page(flagged):
     assert "http://" not in page and "https://" not in page
     sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
     table = _flags(flagged / "report")
-    assert len(sources) == 1 + int(table.flagged.sum()) + min(3, int(table.flagged.sum()))  # histogram, images, maps
+    explained = min(3, int(table.flagged.sum()))
+    concepts = explained * bundles.CONCEPTS * (1 + bundles.REFERENCE_PATCHES)  # per neuron: its map and its patches
+    assert len(sources) == 1 + int(table.flagged.sum()) + explained + concepts  # histogram, images, maps, concepts
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
@@ -227,3 +231,135 @@ def test_help_documents_fit_and_flag(capsys):
     flag_help = _help("flag", capsys)
     for option in ("BUNDLE", "IMAGES_DIR", "--out", "--detector", "--explain", "--batch-size"):
         assert option in flag_help
+
+
+# --------------------------------------------------------------------------- the reference pool and the concepts
+def _decoded(source: str) -> np.ndarray:
+    """The pixels of a ``data:image/png;base64`` source."""
+    with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _shrunk(shown: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """A page image brought back to the size of ``original`` (the page enlarges by a whole factor, nearest neighbour)."""
+    scale = shown.shape[0] // original.shape[0]
+    assert shown.shape[:2] == (original.shape[0] * scale, original.shape[1] * scale)
+    return shown[::scale, ::scale]
+
+
+def _images(card: str, alt: str) -> list[tuple[str, dict[str, str]]]:
+    """The sources and ``data-*`` attributes of the ``<img alt=ALT>`` of one card of the page."""
+    found = []
+    for tag in re.findall(r"<img [^>]*>", card):
+        if f'alt="{alt}"' in tag:
+            found.append((re.search(r'src="([^"]*)"', tag).group(1), dict(re.findall(r'data-(\w+)="([^"]*)"', tag))))
+    return found
+
+
+def test_the_reference_pool_round_trips_bit_identically(fitted):
+    root, saved = fitted
+    given = saved["kwargs"]["references"]
+    train = read_imagefolder(root / "train", size=16, progress=False)
+    assert given.counts() == {"blue": 12, "green": 12, "red": 12}
+    masked = bundles.preprocess(given, 16, True, False)
+    assert torch.equal(masked, given.images)  # read_fit masked the training images already
+    loaded = bundles.load_bundle(root / "bundle").references
+    assert loaded.images.dtype == torch.uint8 and torch.equal(loaded.images, masked)
+    assert torch.equal(loaded.labels, given.labels) and loaded.classes == train.classes
+    document = json.loads((root / "bundle" / "bundle.json").read_text())
+    assert document["references"]["sha256"] == bundles.sha256(root / "bundle" / "references.safetensors")
+
+
+def test_reference_pool_is_a_seeded_choice_of_at_most_per_class():
+    from nero_lite.data import ImageSet
+
+    labels = torch.tensor([0] * 5 + [1] * 40)
+    images = ImageSet(torch.arange(45, dtype=torch.uint8).view(45, 1, 1, 1).expand(45, 3, 2, 2).clone(), labels, ["a", "b"])
+    pool = bundles.reference_pool(images, per_class=32, seed=1)
+    assert pool.counts() == {"a": 5, "b": 32} and pool.files is None
+    chosen = pool.images[:, 0, 0, 0].long()
+    assert torch.equal(chosen, chosen.sort().values) and torch.equal(labels[chosen], pool.labels)  # in their order
+    assert torch.equal(bundles.reference_pool(images, 32, seed=1).images, pool.images)
+    assert not torch.equal(bundles.reference_pool(images, 32, seed=2).images, pool.images)
+
+
+def test_the_page_shows_the_concepts_and_patches_explain_returns(fitted, tmp_path, monkeypatch):
+    """Every concept map and reference patch of report.html is, pixel for pixel, the one explain() returned."""
+    root, _ = fitted
+    returned = []
+    real = bundles.explain
+
+    def spy(*args, **kwargs):
+        reports = real(*args, **kwargs)
+        returned.extend(reports)
+        return reports
+
+    monkeypatch.setattr(bundles, "explain", spy)
+    assert cli.main(["flag", str(root / "bundle"), str(root / "ood"), "--out", str(tmp_path), "--explain", "2",
+                     "--device", "cpu"]) == 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    cards = [card for card in re.split(r'<div class="card(?=[ "])', page)[1:] if card.startswith(' explained"')]
+    assert len(returned) == len(cards) == 2
+    table = _flags(tmp_path).sort_values("score")
+    for card, report, file in zip(cards, returned, table.file):
+        assert f"<b>{file}</b>" in card and report.references, file  # the lowest scores, in order
+        maps = _images(card, "concept map")
+        assert [int(data["channel"]) for _, data in maps] == report.channels.tolist()
+        patches = _images(card, "reference patch")
+        expected = [(reference.channel, index, patch) for reference in report.references
+                    for index, patch in zip(reference.indices.tolist(), reference.patches())]
+        assert len(patches) == len(expected) == bundles.CONCEPTS * bundles.REFERENCE_PATCHES
+        for (source, data), (channel, index, patch) in zip(patches, expected):
+            assert (int(data["channel"]), int(data["index"])) == (channel, index)
+            assert np.array_equal(_shrunk(_decoded(source), patch), patch)
+        (why, _), = _images(card, "why flagged")  # the report's score map: red where it pushes away, blue towards
+        shown = _shrunk(_decoded(why), report.score_map).astype(int)
+        strong = np.abs(report.score_map) > 0.1 * np.abs(report.score_map).max()
+        assert strong.any()
+        red = shown[..., 0] > shown[..., 2]
+        assert np.array_equal(red[strong], report.score_map[strong] > 0)
+
+
+def test_an_old_bundle_without_a_pool_still_flags_with_the_score_maps_only(fitted, tmp_path):
+    import shutil
+
+    root, _ = fitted
+    old = tmp_path / "old"
+    shutil.copytree(root / "bundle", old)
+    document = json.loads((old / "bundle.json").read_text())
+    del document["references"]
+    (old / "bundle.json").write_text(json.dumps(document))
+    (old / "references.safetensors").unlink()
+    assert bundles.load_bundle(old).references is None
+    for bundle, out in ((old, tmp_path / "old_report"), (root / "bundle", tmp_path / "report")):
+        assert cli.main(["flag", str(bundle), str(root / "ood"), "--out", str(out), "--explain", "2", "--device", "cpu"]) == 0
+    assert (tmp_path / "old_report" / "flags.csv").read_bytes() == (tmp_path / "report" / "flags.csv").read_bytes()
+    page = (tmp_path / "old_report" / "report.html").read_text(encoding="utf-8")
+    assert cli.NO_POOL_NOTE in page
+    assert 'alt="why flagged"' in page and 'alt="concept map"' not in page and 'alt="reference patch"' not in page
+    assert page.count('alt="why flagged"') == min(2, int(_flags(tmp_path / "report").flagged.sum()))
+    assert json.loads((tmp_path / "old_report" / "run.json").read_text())["reference_pool"] is False
+
+
+def test_a_damaged_reference_pool_is_refused(fitted, tmp_path):
+    import shutil
+
+    root, _ = fitted
+    copy = tmp_path / "bundle"
+    shutil.copytree(root / "bundle", copy)
+    data = bytearray((copy / "references.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "references.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="references.safetensors is not the file the bundle was saved with"):
+        bundles.load_bundle(copy)
+    (copy / "references.safetensors").unlink()
+    with pytest.raises(ValueError, match="reference pool file references.safetensors is missing"):
+        bundles.load_bundle(copy)
+
+
+def test_reports_need_nero(fitted):
+    root, _ = fitted
+    bundle = bundles.load_bundle(root / "bundle")
+    bundle.detectors.pop("nero")
+    with pytest.raises(ValueError, match="no NERO detector"):
+        bundle.reports(bundle.references.images[:1], device="cpu")
