@@ -13,6 +13,12 @@ class of every metric below; out-of-distribution (OOD) samples are the negatives
 * AUPR-In: average precision with ID as the positive class.
 * AUPR-Out: average precision with OOD as the positive class (scores negated).
 
+Deployment: a threshold fitted on a *calibration* split of ID images
+(:func:`threshold_at_tpr`) accepts a different fraction of *new* ID images
+(:func:`accepted_fraction`); :func:`calibration_runs` measures that spread over repeated
+random calibration/evaluation splits, and :func:`flag_precision` turns the two rates into
+the share of flagged images that are OOD at a given prevalence of OOD images.
+
 The curves come from :mod:`sklearn.metrics`; this module only fixes the convention.
 """
 
@@ -32,6 +38,9 @@ __all__ = [
     "evaluate",
     "threshold_at_tpr",
     "evaluate_table",
+    "accepted_fraction",
+    "flag_precision",
+    "calibration_runs",
 ]
 
 #: The names :func:`fpr_at_tpr` accepts as ``convention``: ours (the default), NERO's reference code's, OpenOOD's.
@@ -171,3 +180,75 @@ def evaluate_table(
             rows.append({"ood_class": group, **evaluate(id_scores, ood_scores[mask], convention)})
     rows.append({"ood_class": "all", **evaluate(id_scores, ood_scores, convention)})
     return pd.DataFrame(rows).set_index("ood_class")
+
+
+def accepted_fraction(scores, threshold: float) -> float:
+    """The fraction of ``scores`` at or above ``threshold``: accepted as ID, not flagged.
+
+    On ID images it is the realised true-positive rate (TPR) of the threshold; on OOD
+    images its false-positive rate (FPR), the share of OOD images accepted as ID.
+    """
+    return float(np.mean(_to_numpy(scores, "scores") >= threshold))
+
+
+def flag_precision(tpr, fpr, prevalence):
+    r"""The share of flagged images that are OOD, from the two rates and the prevalence of OOD.
+
+    An image is flagged when its score is below the threshold: an ID image with
+    probability :math:`1 - \mathrm{TPR}`, an OOD image with probability
+    :math:`1 - \mathrm{FPR}` (FPR: the share of OOD images accepted as ID). Among images
+    of which a fraction :math:`\pi` (``prevalence``) is OOD, Bayes' rule gives
+
+    .. math::
+
+        P(\text{OOD} \mid \text{flagged})
+        = \frac{\pi\,(1 - \mathrm{FPR})}{\pi\,(1 - \mathrm{FPR}) + (1 - \pi)\,(1 - \mathrm{TPR})}
+
+    Arguments broadcast (floats or arrays). ``nan`` where nothing is flagged.
+    """
+    tpr, fpr, prevalence = (np.asarray(v, dtype=np.float64) for v in (tpr, fpr, prevalence))
+    for name, value in (("tpr", tpr), ("fpr", fpr), ("prevalence", prevalence)):
+        if np.any((value < 0) | (value > 1)) or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    flagged_ood = prevalence * (1 - fpr)
+    flagged = flagged_ood + (1 - prevalence) * (1 - tpr)
+    flagged_ood, flagged = np.broadcast_arrays(flagged_ood, flagged)
+    precision = np.divide(flagged_ood, flagged, out=np.full(flagged.shape, np.nan), where=flagged > 0)
+    return float(precision) if precision.ndim == 0 else precision
+
+
+def calibration_runs(
+    id_scores, ood_scores, tpr: float = 0.95, calibration_fraction: float = 0.5, repeats: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """Thresholds fitted on a calibration split of the ID images, rates measured on the rest.
+
+    Each of ``repeats`` runs draws a random ``calibration_fraction`` of ``id_scores``
+    (without replacement), sets the threshold that accepts ``tpr`` of them
+    (:func:`threshold_at_tpr`) and measures, with :func:`accepted_fraction`, the realised
+    TPR on the other ID images (the evaluation split) and the FPR on all of ``ood_scores``
+    (OOD images are never used to set the threshold).
+
+    Returns one row per run: ``threshold``, ``calibration_tpr`` (accepted fraction of the
+    calibration split, ≥ ``tpr``), ``tpr`` (evaluation split) and ``fpr``.
+    """
+    ids, oods = _to_numpy(id_scores, "id_scores"), _to_numpy(ood_scores, "ood_scores")
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
+    n_calibration = int(round(calibration_fraction * ids.size))
+    if not 1 <= n_calibration < ids.size:
+        raise ValueError(f"{ids.size} ID scores cannot be split with calibration_fraction={calibration_fraction}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(repeats):
+        order = rng.permutation(ids.size)
+        calibration, evaluation = ids[order[:n_calibration]], ids[order[n_calibration:]]
+        threshold = threshold_at_tpr(calibration, tpr)
+        rows.append({
+            "threshold": threshold,
+            "calibration_tpr": accepted_fraction(calibration, threshold),
+            "tpr": accepted_fraction(evaluation, threshold),
+            "fpr": accepted_fraction(oods, threshold),
+        })
+    return pd.DataFrame(rows)
