@@ -563,18 +563,24 @@ def _check_model(args: argparse.Namespace) -> str | None:
             read_weights(args.weights)
         except (FileNotFoundError, ValueError) as error:
             return f"--weights: {error}"
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        return f"--device: {error}"
-    problem = _unwritable(args.out)
+    problem = _device_or_out_problem(args)
     if problem:
-        return f"--out: {problem}"
+        return problem
     if not args.no_cache:
         problem = _unwritable(cache_dir(create=False))
         if problem:
             return f"the cache (NERO_LITE_CACHE): {problem}; set NERO_LITE_CACHE or use --no-cache"
     return None
+
+
+def _device_or_out_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--device`` and ``--out``, as one line (``None``: nothing); every command has both."""
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        return f"--device: {error}"
+    problem = _unwritable(args.out)
+    return f"--out: {problem}" if problem else None
 
 
 def _folder_problem(option: str, folder: Path, wanted: str = "a folder") -> str | None:
@@ -695,13 +701,9 @@ def _check_flag(args: argparse.Namespace) -> str | None:
     problem = _folder_problem("IMAGES_DIR", args.images)
     if problem:
         return problem
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        return f"--device: {error}"
-    problem = _unwritable(args.out)
+    problem = _device_or_out_problem(args)
     if problem:
-        return f"--out: {problem}"
+        return problem
     return None
 
 

@@ -1,11 +1,15 @@
-"""Tiny ImageFolder trees for the command-line tests: colour classes a small CNN can tell apart."""
+"""Helpers of the command-line tests: tiny ImageFolder trees of colour classes a small CNN can tell
+apart, and the one-line error check."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from nero_lite import cli
 
 
 def draw(folder: Path, count: int, colour: tuple[int, int, int], seed: int) -> None:
@@ -26,3 +30,13 @@ def colour_tree(root: Path) -> Path:
     draw(root / "ood" / "grey", 5, (128, 128, 128), seed=20)
     draw(root / "ood" / "yellow", 5, (200, 200, 40), seed=21)
     return root
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    """Run ``python -m nero_lite ARGV``, expect exit status 2 and exactly one line on stderr; return it."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

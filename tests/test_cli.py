@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from image_folders import colour_tree, draw
+from image_folders import colour_tree, draw, one_line_error
 from nero_lite import cli, detectors, models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,34 +106,25 @@ def test_second_run_reuses_the_trained_model(tree):
     assert json.loads((tree / "out" / "run.json").read_text())["model_from_cache"] is True
 
 
-def _error(tree: Path, argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as stop:
-        cli.main(argv)
-    assert stop.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_missing_folder_is_one_line_error(tree, capsys):
     argv = _args(tree)
     argv[argv.index("--ood") + 1] = str(tree / "nowhere")
-    assert "--ood: folder not found" in _error(tree, argv, capsys)
+    assert "--ood: folder not found" in one_line_error(argv, capsys)
 
 
 def test_empty_class_is_one_line_error(tree, capsys):
     (tree / "ood" / "empty").mkdir()
-    assert "'empty' has no image files" in _error(tree, _args(tree), capsys)
+    assert "'empty' has no image files" in one_line_error(_args(tree), capsys)
 
 
 def test_test_class_missing_from_train_is_one_line_error(tree, capsys):
     draw(tree / "id" / "purple", 3, (150, 40, 150), seed=30)
-    assert "['purple']" in _error(tree, _args(tree), capsys)
+    assert "['purple']" in one_line_error(_args(tree), capsys)
 
 
 def test_unknown_detector_and_missing_command(tree, capsys):
-    assert "unknown detector(s) foo" in _error(tree, _args(tree, "--detectors", "msp,foo"), capsys)
-    assert "required" in _error(tree, [], capsys)
+    assert "unknown detector(s) foo" in one_line_error(_args(tree, "--detectors", "msp,foo"), capsys)
+    assert "required" in one_line_error([], capsys)
 
 
 def _option(argv: list[str], option: str, value: str) -> list[str]:
@@ -155,7 +146,7 @@ def _option(argv: list[str], option: str, value: str) -> list[str]:
 )
 def test_bad_options_end_in_one_line_before_anything_is_read(tree, capsys, monkeypatch, change, expected):
     monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the options were checked"))
-    line = _error(tree, change(tree, _args(tree)), capsys)
+    line = one_line_error(change(tree, _args(tree)), capsys)
     assert expected in line and line.startswith("python -m nero_lite score: error:")
     assert line.endswith("(see python -m nero_lite score --help)")
 
@@ -163,10 +154,10 @@ def test_bad_options_end_in_one_line_before_anything_is_read(tree, capsys, monke
 def test_unusable_outputs_are_refused_before_anything_is_read(tree, capsys, monkeypatch):
     monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
     (tree / "a_file").write_text("x")
-    assert "--out: " in _error(tree, _option(_args(tree), "--out", str(tree / "a_file")), capsys)
-    assert "cannot be created" in _error(tree, _option(_args(tree), "--out", str(tree / "a_file" / "out")), capsys)
+    assert "--out: " in one_line_error(_option(_args(tree), "--out", str(tree / "a_file")), capsys)
+    assert "cannot be created" in one_line_error(_option(_args(tree), "--out", str(tree / "a_file" / "out")), capsys)
     monkeypatch.setenv("NERO_LITE_CACHE", str(tree / "a_file" / "cache"))
-    assert "the cache (NERO_LITE_CACHE)" in _error(tree, _args(tree), capsys)
+    assert "the cache (NERO_LITE_CACHE)" in one_line_error(_args(tree), capsys)
     assert not (tree / "out").exists()
 
 
@@ -181,7 +172,7 @@ def test_a_read_only_out_folder_is_refused_before_anything_is_read(tree, capsys,
         return open(os.devnull, "wb")
 
     monkeypatch.setattr(cli.tempfile, "TemporaryFile", read_only)
-    line = _error(tree, _args(tree), capsys)
+    line = one_line_error(_args(tree), capsys)
     assert "--out: " in line and "is not writable (Permission denied)" in line
 
 
@@ -221,7 +212,7 @@ def test_an_interrupt_is_one_line(tree, capsys, monkeypatch):
 def test_cuda_without_a_gpu_is_refused_up_front(tree, capsys, monkeypatch):
     monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the device was checked"))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert "CUDA is not available on this machine" in _error(tree, [*_args(tree), "--device", "cuda"], capsys)
+    assert "CUDA is not available on this machine" in one_line_error([*_args(tree), "--device", "cuda"], capsys)
 
 
 def test_one_training_class_is_refused_before_reading(tree, capsys):
@@ -230,7 +221,7 @@ def test_one_training_class_is_refused_before_reading(tree, capsys):
             for file in folder.iterdir():
                 file.unlink()
             folder.rmdir()
-    assert "a classifier needs at least two ID classes" in _error(tree, _args(tree), capsys)
+    assert "a classifier needs at least two ID classes" in one_line_error(_args(tree), capsys)
     assert not (tree / "cache").exists() and not (tree / "out").exists()
 
 
@@ -294,15 +285,15 @@ def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypat
     import torch
 
     monkeypatch.setattr(cli, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
-    assert "--weights: weights file not found" in _error(tree, _args(tree, "--weights", str(tree / "absent.pt")), capsys)
+    assert "--weights: weights file not found" in one_line_error(_args(tree, "--weights", str(tree / "absent.pt")), capsys)
     torch.save({"model": object()}, tree / "pickled.pt")
-    assert "is not a safetensors or weights-only" in _error(tree, _args(tree, "--weights", str(tree / "pickled.pt")), capsys)
+    assert "is not a safetensors or weights-only" in one_line_error(_args(tree, "--weights", str(tree / "pickled.pt")), capsys)
     resnet = _state_file(tree / "resnet.safetensors", num_classes=3)
-    assert "does not hold vit weights" in _error(tree, _args(tree, "--arch", "vit", "--weights", str(resnet)), capsys)
-    assert "unknown architecture 'resnet_nonexistent'" in _error(tree, _args(tree, "--arch", "resnet_nonexistent"), capsys)
-    assert "not allowed with argument" in _error(tree, _args(tree, "--pretrained", "--weights", str(resnet)), capsys)
-    assert "multiple of 16" in _error(tree, _option(_args(tree, "--arch", "deit_small"), "--size", "24"), capsys)
-    assert "--preset reference: unknown architecture family" in _error(tree, _args(tree, "--arch", "mobilenetv3_small_050", "--preset", "reference"), capsys)
+    assert "does not hold vit weights" in one_line_error(_args(tree, "--arch", "vit", "--weights", str(resnet)), capsys)
+    assert "unknown architecture 'resnet_nonexistent'" in one_line_error(_args(tree, "--arch", "resnet_nonexistent"), capsys)
+    assert "not allowed with argument" in one_line_error(_args(tree, "--pretrained", "--weights", str(resnet)), capsys)
+    assert "multiple of 16" in one_line_error(_option(_args(tree, "--arch", "deit_small"), "--size", "24"), capsys)
+    assert "--preset reference: unknown architecture family" in one_line_error(_args(tree, "--arch", "mobilenetv3_small_050", "--preset", "reference"), capsys)
     assert not (tree / "out").exists()
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_folders import colour_tree
+from image_folders import colour_tree, one_line_error
 from nero_lite import bundle as bundles
 from nero_lite import cli
 from nero_lite.data import read_imagefolder
@@ -150,27 +150,18 @@ def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypat
 
 
 # --------------------------------------------------------------------------- bad input
-def _error(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as stop:
-        cli.main(argv)
-    assert stop.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_bad_flag_input_is_one_line_before_any_image_is_read(fitted, tmp_path, capsys, monkeypatch):
     root, _ = fitted
     monkeypatch.setattr(cli, "flag", lambda *a: pytest.fail("images were scored before the input was checked"))
     report = str(tmp_path / "report")
-    assert "BUNDLE: no bundle folder at" in _error(["flag", str(tmp_path / "none"), str(root / "ood"), "--out", report], capsys)
-    assert "IMAGES_DIR: folder not found" in _error(["flag", str(root / "bundle"), str(tmp_path / "none"), "--out", report], capsys)
+    assert "BUNDLE: no bundle folder at" in one_line_error(["flag", str(tmp_path / "none"), str(root / "ood"), "--out", report], capsys)
+    assert "IMAGES_DIR: folder not found" in one_line_error(["flag", str(root / "bundle"), str(tmp_path / "none"), "--out", report], capsys)
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
-    assert "IMAGES_DIR: no image files under" in _error(["flag", str(root / "bundle"), str(tmp_path / "empty"), "--out", report], capsys)
+    assert "IMAGES_DIR: no image files under" in one_line_error(["flag", str(root / "bundle"), str(tmp_path / "empty"), "--out", report], capsys)
     (tmp_path / "a_file").write_text("x")
-    assert "--out: " in _error(["flag", str(root / "bundle"), str(root / "ood"), "--out", str(tmp_path / "a_file")], capsys)
-    line = _error(["flag", str(root / "bundle"), str(root / "ood"), "--out", report, "--detector", "odin"], capsys)
+    assert "--out: " in one_line_error(["flag", str(root / "bundle"), str(root / "ood"), "--out", str(tmp_path / "a_file")], capsys)
+    line = one_line_error(["flag", str(root / "bundle"), str(root / "ood"), "--out", report, "--detector", "odin"], capsys)
     assert "the bundle has no detector 'odin'; it has msp, energy, mahalanobis, knn, nero" in line
     assert line.startswith("python -m nero_lite flag: error:") and line.endswith("(see python -m nero_lite flag --help)")
     assert not (tmp_path / "report").exists()
@@ -187,13 +178,13 @@ def test_incomplete_or_damaged_bundles_are_refused_in_one_line(fitted, tmp_path,
     data = bytearray((copy / "detectors" / "nero.safetensors").read_bytes())
     data[-1] ^= 1
     (copy / "detectors" / "nero.safetensors").write_bytes(bytes(data))
-    assert "is damaged: detectors/nero.safetensors is not the file the bundle was saved with" in _error(argv, capsys)
+    assert "is damaged: detectors/nero.safetensors is not the file the bundle was saved with" in one_line_error(argv, capsys)
     (copy / "model.safetensors").unlink()
-    assert "is damaged: model file model.safetensors is missing" in _error(argv, capsys)
+    assert "is damaged: model file model.safetensors is missing" in one_line_error(argv, capsys)
     (copy / "bundle.json").write_text("{not json")
-    assert "bundle.json is not valid JSON" in _error(argv, capsys)
+    assert "bundle.json is not valid JSON" in one_line_error(argv, capsys)
     (copy / "bundle.json").unlink()
-    assert "is not a complete bundle: it has no bundle.json" in _error(argv, capsys)
+    assert "is not a complete bundle: it has no bundle.json" in one_line_error(argv, capsys)
     with pytest.raises(FileNotFoundError, match="no bundle folder"):
         bundles.load_bundle(tmp_path / "none")
 
@@ -202,18 +193,18 @@ def test_bad_fit_input_is_one_line_before_any_image_is_read(tmp_path, capsys, mo
     root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
     monkeypatch.setattr(cli, "read_fit", lambda args: pytest.fail("images were read before the options were checked"))
-    assert "not allowed with argument" in _error(fit_args(root, "--val", str(root / "id"), "--val-fraction", "0.2"), capsys)
-    assert "must lie strictly between 0 and 1" in _error(fit_args(root, "--val-fraction", "1.5"), capsys)
-    assert "unknown detector(s) foo" in _error(fit_args(root, "--detectors", "nero,foo"), capsys)
-    assert "--val is the --train folder" in _error(fit_args(root, "--val", str(root / "train")), capsys)
-    assert "--val: folder not found" in _error(fit_args(root, "--val", str(root / "none")), capsys)
-    assert "['grey', 'yellow']" in _error(fit_args(root, "--val", str(root / "ood")), capsys)
-    assert "a classifier needs at least two" in _error(fit_args(root, "--train", str(root / "ood" / "grey")), capsys)
+    assert "not allowed with argument" in one_line_error(fit_args(root, "--val", str(root / "id"), "--val-fraction", "0.2"), capsys)
+    assert "must lie strictly between 0 and 1" in one_line_error(fit_args(root, "--val-fraction", "1.5"), capsys)
+    assert "unknown detector(s) foo" in one_line_error(fit_args(root, "--detectors", "nero,foo"), capsys)
+    assert "--val is the --train folder" in one_line_error(fit_args(root, "--val", str(root / "train")), capsys)
+    assert "--val: folder not found" in one_line_error(fit_args(root, "--val", str(root / "none")), capsys)
+    assert "['grey', 'yellow']" in one_line_error(fit_args(root, "--val", str(root / "ood")), capsys)
+    assert "a classifier needs at least two" in one_line_error(fit_args(root, "--train", str(root / "ood" / "grey")), capsys)
     (root / "a_file").write_text("x")
     argv = fit_args(root)
     argv[argv.index("--out") + 1] = str(root / "a_file")
-    assert "--out: " in _error(argv, capsys)
-    assert "multiple of 8" in _error([*fit_args(root), "--arch", "vit", "--size", "30"], capsys)
+    assert "--out: " in one_line_error(argv, capsys)
+    assert "multiple of 8" in one_line_error([*fit_args(root), "--arch", "vit", "--size", "30"], capsys)
     assert not (root / "bundle").exists()
 
 
