@@ -35,7 +35,7 @@ from PIL import Image
 
 from . import detectors
 from .compare import compare_detectors, extract_splits
-from .data import load, read_image, to_input
+from .data import image_files, load, read_image, to_input
 from .models import ARCHITECTURES, extract, resolve_device, train_classifier
 from .synthetic import SyntheticConfig
 
@@ -127,12 +127,11 @@ def forward_folder(bundle: str | os.PathLike, folder: str | os.PathLike, batch_s
     nothing is scored or written. :func:`flag_benchmark` runs it in a subprocess, beside ``flag``.
     """
     from .bundle import load_bundle
-    from .cli import image_files
 
     loaded = load_bundle(bundle)
     device = resolve_device(device)
     model = loaded.model.to(device).eval()
-    files = image_files(Path(folder))
+    files = image_files(Path(folder), recursive=True)
     for first in range(0, len(files), batch_size):
         pixels = torch.stack([read_image(path, loaded.size) for path in files[first : first + batch_size]])
         model(to_input(pixels, device))

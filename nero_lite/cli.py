@@ -113,13 +113,13 @@ from .cache import cache_dir, fingerprint, remove_stale_temp_files
 from .compare import compare_detectors, extract_splits
 from .detectors.presets import arch_family
 from .data import (CORNER_FRACTION, IMAGE_EXTENSIONS, TEXT_MARGIN_FRACTION, ImageSet, Splits, load_folders,
-                   class_folders, read_image, read_imagefolder, stratified_split)
+                   class_folders, image_files, read_image, read_imagefolder, stratified_split)
 from .metrics import threshold_at_tpr
 from .models import (ARCHITECTURES, Recipe, accuracy, create_model, extract, read_weights, resolve_device,
                      train_classifier)
 from .report import Flagged, evaluate_report, flag_report
 
-__all__ = ["FIT_DETECTORS", "FLAG_COLUMNS", "build_parser", "classifier", "evaluate", "fit", "flag", "image_files", "main",
+__all__ = ["FIT_DETECTORS", "FLAG_COLUMNS", "build_parser", "classifier", "evaluate", "fit", "flag", "main",
            "read", "read_fit", "small_data_params"]
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
@@ -685,15 +685,6 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     return bundle
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every image file under ``folder``, in any sub-folder (by extension; hidden files and folders left out), sorted."""
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-
-
 def _check_flag(args: argparse.Namespace) -> str | None:
     """What is wrong with the ``flag`` options before any image is read (``None``: nothing)."""
     if not args.bundle.is_dir():
@@ -812,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
                 fail(f"--detector: the bundle has no detector {args.detector!r}; it has {', '.join(bundle.detectors)}")
             if args.detector not in bundle.thresholds:
                 fail(f"--detector: the bundle holds no threshold for {args.detector!r}")
-            files = image_files(args.images)
+            files = image_files(args.images, recursive=True)
             if not files:
                 fail(f"IMAGES_DIR: no image files under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)})")
             try:

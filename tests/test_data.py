@@ -605,3 +605,13 @@ def test_prepare_kvasir_seg_builds_the_shared_layout(tmp_path):
     assert (dest / "hyperkvasir_polyps_map.csv").read_text().splitlines()[1].startswith("polyps/same-picture.jpg,id1,")
     seg = data.load_segmented(dest, size=32, progress=False)
     assert len(seg) == 3 and seg.shared.tolist() == [False, True, False]
+
+
+def test_image_files_lists_images_at_one_level_or_recursively_without_hidden_ones(tmp_path):
+    for relative in ["a.png", "b.JPG", "notes.txt", ".hidden.png", "sub/c.png", "sub/.d.png", ".cache/e.png", "sub/deep/f.jpeg"]:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    names = lambda files: [str(p.relative_to(tmp_path)) for p in files]  # noqa: E731
+    assert names(data.image_files(tmp_path)) == ["a.png", "b.JPG"]
+    assert names(data.image_files(tmp_path, recursive=True)) == ["a.png", "b.JPG", "sub/c.png", "sub/deep/f.jpeg"]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from ..cache import cache_dir
 from .caching import DATA_VERSION
-from .folders import IMAGE_EXTENSIONS, class_folders, read_image, read_imagefolder, stratified_split
+from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
 from .masking import CORNER_FRACTION, TEXT_MARGIN_FRACTION, corner_box_present, corner_region, mask_shortcut
@@ -88,6 +88,7 @@ __all__ = [
     "SegmentedImages",
     "mask_shortcut",
     "class_folders",
+    "image_files",
     "read_image",
     "read_imagefolder",
     "stratified_split",

@@ -15,18 +15,24 @@ from tqdm import tqdm
 
 from .images import ImageSet
 
-__all__ = ["IMAGE_EXTENSIONS", "class_folders", "read_image", "read_imagefolder", "stratified_split"]
+__all__ = ["IMAGE_EXTENSIONS", "class_folders", "image_files", "read_image", "read_imagefolder", "stratified_split"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _PROGRESS_ABOVE = 300  # show a progress bar when reading more files than this
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by extension, hidden files skipped), sorted."""
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (by extension; hidden files and folders left out), sorted.
+
+    Directly inside it by default; in any sub-folder with ``recursive=True`` (``flag`` reads a
+    folder of new images this way).
+    """
+    folder = Path(folder)
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        path for path in candidates
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
 
 
@@ -50,7 +56,7 @@ def _listing(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
         if name not in available:
             found = ", ".join(available) or "none"
             raise FileNotFoundError(f"class folder {name!r} not found in {root} (found: {found})")
-        files[name] = _image_files(root / name)
+        files[name] = image_files(root / name)
         if not files[name]:
             raise ValueError(f"class {name!r} has no image files in {root / name}")
     return files

@@ -23,7 +23,7 @@ from .caching import _cached
 from .folders import (
     _PROGRESS_ABOVE,
     _check_folder,
-    _image_files,
+    image_files,
     _listing,
     _listing_fingerprint,
     _read,
@@ -156,7 +156,7 @@ def _split_folder(name: str, layout: _Layout, options: LoadOptions) -> Splits:
     loose = {
         str(path): "not in a class folder"
         for folder in dict.fromkeys(p for p in (root, ood_root, test_root) if p is not None)
-        for path in _image_files(folder)
+        for path in image_files(folder)
     }
     key["loose"] = sorted(loose)
 
@@ -389,10 +389,10 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
     root = _check_folder(Path(root).expanduser())
     for sub in ("images", "masks"):
         _check_folder(root / sub)
-    images = _image_files(root / "images")
+    images = image_files(root / "images")
     if not images:
         raise FileNotFoundError(f"no images in {root / 'images'}")
-    masks = {p.stem: p for p in _image_files(root / "masks")}
+    masks = {p.stem: p for p in image_files(root / "masks")}
     missing = [p.name for p in images if p.stem not in masks]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image(s) in {root / 'images'} have no mask in {root / 'masks'} (first: {missing[0]})")
