@@ -55,6 +55,7 @@ __all__ = [
     "PRETRAINED_TAGS",
     "Recipe",
     "accuracy",
+    "augment",
     "create_model",
     "extract",
     "find_head",
@@ -298,7 +299,7 @@ _PHOTOMETRIC = v2.Compose([
 ])
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator, recipe: Recipe) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator, recipe: Recipe) -> torch.Tensor:
     """The recipe's augmentation of a uint8 batch. Flips and transposes draw from ``generator``;
     the photometric transforms from torch's global generator, seeded by :func:`train_classifier`."""
     n = len(x)
@@ -446,7 +447,7 @@ def train_classifier(
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, int, dict[str, int]]:
         x = data.images[idx]
         if recipe.augment:
-            x = _augment(x, generator, recipe)
+            x = augment(x, generator, recipe)
         y = data.labels[idx].to(device)
         logits = model(to_input(x, device))
         return loss_fn(logits, y), len(idx), {"train_accuracy": (logits.argmax(1) == y).sum().item()}
