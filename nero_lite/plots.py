@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import confusion_matrix as _confusion_matrix
 from sklearn.metrics import roc_curve as _roc_curve
 
-from .data import ImageSet, Splits
+from .data import Splits
 from .outputs import Outputs
 
 if TYPE_CHECKING:  # for the annotations only: explain imports the models, plots stays light

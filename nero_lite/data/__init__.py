@@ -46,7 +46,7 @@ from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, r
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
 from .masking import CORNER_FRACTION, TEXT_MARGIN_FRACTION, corner_box_present, corner_region, mask_shortcut
-from .registry import DATASETS, SEGMENTED_FOLDER, RealDataset, data_root
+from .registry import DATASETS, RealDataset, data_root
 
 # Sphinx reads a constant's documentation (its ``#:`` comment) from the module it documents:
 # the book's API page documents nero_lite.data, so the public constants are described here.
