@@ -11,7 +11,7 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
 * :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface:
-  :mod:`~nero_lite.detectors.base` (the contract, save/load), :mod:`~nero_lite.detectors.logits`,
+  :mod:`~nero_lite.detectors.base` (the contract), :mod:`~nero_lite.detectors.saving` (saved detectors), :mod:`~nero_lite.detectors.logits`,
   :mod:`~nero_lite.detectors.odin`, :mod:`~nero_lite.detectors.distance`,
   :mod:`~nero_lite.detectors.subspace`, :mod:`~nero_lite.detectors.shaping`,
   :mod:`~nero_lite.detectors.gradient`, :mod:`~nero_lite.detectors.nero` and

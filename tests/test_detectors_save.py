@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from nero_lite import detectors
 from nero_lite.detectors import FeatureCentroidDetector, NeroDetector, NotFittedError
-from nero_lite.detectors import base as detector_base
+from nero_lite.detectors import saving
 from nero_lite.outputs import Outputs
 
 from tests.test_detectors import SMALL, random_outputs, split
@@ -175,7 +175,7 @@ def test_the_file_is_plain_safetensors_and_json(saved_nero):
     nero, path = saved_nero
     document, tensors = read(path)
     assert path.read_bytes()[8:9] == b"{"  # safetensors: 8-byte header length, then a JSON header
-    assert document["format_version"] == detector_base.FORMAT_VERSION == 1
+    assert document["format_version"] == saving.FORMAT_VERSION == 1
     assert document["nero_lite_version"] == "0.1.0" and document["detector"] == "nero"
     assert document["params"] == {key: getattr(nero, key) for key in document["params"]} and "pca_fraction" in document["params"]
     fitted = document["fitted"]
@@ -312,7 +312,7 @@ def half_written(monkeypatch):
         Path(filename).write_bytes(content[: len(content) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(detector_base, "save_file", write)
+    monkeypatch.setattr(saving, "save_file", write)
 
 
 def test_an_interrupted_save_leaves_no_file(tmp_path, monkeypatch):

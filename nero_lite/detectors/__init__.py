@@ -16,7 +16,7 @@ two hyperparameter presets, ours (the default) and that of NERO's reference code
     detectors.create("nero", preset="reference", arch="vit")  # k = 175, as the paper's code
 
 A detector, fitted or not, is kept in one safetensors file (no pickle; the layout is in
-:mod:`.base`) and read back by :func:`load`, scoring bit for bit as before::
+:mod:`.saving`) and read back by :func:`load`, scoring bit for bit as before::
 
     detectors.create("nero").fit(train).save("nero.safetensors")
     nero = detectors.load("nero.safetensors")
@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Detector, NotFittedError, Paper, load_detector
+from .base import Detector, NotFittedError, Paper
 from .distance import KNNDetector, MahalanobisDetector, SHEDetector
 from .gradient import GradNormDetector
 from .logits import EnergyDetector, EntropyDetector, MaxLogitDetector, MSPDetector
 from .nero import FeatureCentroidDetector, NeroDetector
 from .odin import OdinDetector
 from .presets import PRESETS, preset_params
+from .saving import load_detector
 from .shaping import ASHDetector, ReActDetector
 from .subspace import NecoDetector, ViMDetector
 
@@ -108,6 +109,6 @@ def load(path: str | Path) -> Detector:
     Its class is the one registered under the saved name. Raises :class:`FileNotFoundError`
     without a file and :class:`ValueError` for a file that is not a saved detector, is of
     another format version, fails its checksum, or names no registry detector
-    (:func:`~nero_lite.detectors.base.load_detector`).
+    (:func:`~nero_lite.detectors.saving.load_detector`).
     """
     return load_detector(path, _REGISTRY)
