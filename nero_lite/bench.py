@@ -36,22 +36,17 @@ from PIL import Image
 from . import detectors
 from .compare import compare_detectors, extract_splits
 from .data import image_files, load, read_image, to_input
-from .models import ARCHITECTURES, extract, resolve_device, train_classifier
+from .models import ARCHITECTURES, extract, resolve_device, synchronize, train_classifier
 from .synthetic import SyntheticConfig
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
 def _forward_seconds(model, images, device, batch_size: int) -> float:
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
         model(to_input(images[i : i + batch_size], device))
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -66,10 +61,10 @@ def throughput(model, imageset, nero, device, batch_size: int = 256, repeats: in
     model = model.to(device).eval()
 
     def extract_and_score() -> float:
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         nero.score(extract(model, imageset, device, batch_size=batch_size, progress=False))
-        _synchronize(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     _forward_seconds(model, imageset.images[:batch_size], device, batch_size)  # warm-up
@@ -135,7 +130,7 @@ def forward_folder(bundle: str | os.PathLike, folder: str | os.PathLike, batch_s
     for first in range(0, len(files), batch_size):
         pixels = torch.stack([read_image(path, loaded.size) for path in files[first : first + batch_size]])
         model(to_input(pixels, device))
-    _synchronize(device)
+    synchronize(device)
 
 
 def measured_child(argv: list[str]) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "find_head",
     "read_weights",
     "resolve_device",
+    "synchronize",
     "train_classifier",
     "train_epochs",
 ]
@@ -97,6 +98,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device {str(device)!r} asked for, but this machine has {count} CUDA device(s)")
     return resolved
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the queued work of a CUDA ``device`` (nothing to wait for on the CPU): call before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _timm_kwargs(arch: str, img_size: int) -> tuple[str, dict]:

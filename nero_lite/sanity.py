@@ -36,7 +36,7 @@ from .attribution import score_gradient_maps, score_maps
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import NeroDetector
 from .explain import explain
-from .models import find_head, resolve_device
+from .models import find_head, resolve_device, synchronize
 
 __all__ = ["explain_cost", "randomize_head", "region_share"]
 
@@ -58,11 +58,6 @@ def randomize_head(model: nn.Module, seed: int = 0) -> nn.Module:
         if head.bias is not None:
             head.bias.copy_(fresh.bias)
     return randomized
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def explain_cost(
@@ -91,10 +86,10 @@ def explain_cost(
     x = to_input(pixels, device)
 
     def timed(run) -> float:
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         run()
-        _synchronize(device)
+        synchronize(device)
         return (time.perf_counter() - start) / len(pixels)
 
     def forward() -> None:
