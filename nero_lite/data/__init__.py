@@ -66,11 +66,15 @@ TEXT_MARGIN_FRACTION = TEXT_MARGIN_FRACTION
 #: The real data sets :func:`~nero_lite.data.load` knows by name, with their ID/OOD class split
 #: (``hyperkvasir``, ``kvasir``, ``gastrovision``; the choices are explained in ``registry.py``).
 DATASETS = DATASETS
+#: The file suffixes read as images (compared lower-case) by :func:`~nero_lite.data.image_files`,
+#: the folder loaders and the command line.
+IMAGE_EXTENSIONS = IMAGE_EXTENSIONS
 
 __all__ = [
     "CORNER_FRACTION",
     "DATASETS",
     "DATA_VERSION",
+    "IMAGE_EXTENSIONS",
     "MEAN",
     "STD",
     "TEXT_MARGIN_FRACTION",
