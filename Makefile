@@ -31,7 +31,7 @@ versions: setup
 	@$(PY) -c "import nero_lite; print('stack:', ', '.join(f'{k} {v}' for k, v in nero_lite.versions().items()))"
 
 unit: setup
-	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser
+	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser --durations=15
 
 notebooks: setup
 	$(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider $(if $(EXECUTED),--overwrite)
