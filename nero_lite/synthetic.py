@@ -55,6 +55,7 @@ cores, depending on how busy they are.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -573,12 +574,19 @@ def ood_ground_truth(config: SyntheticConfig = DEFAULT_CONFIG, *, size: int = 64
     at by those of ``counterfactuals`` should bring the image back towards
     in-distribution.
     """
+    return GroundTruth(*(tensor.clone() for tensor in _rendered_ground_truth(config, size, seed)))
+
+
+@functools.lru_cache(maxsize=2)
+def _rendered_ground_truth(config: SyntheticConfig, size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """The tensors of :func:`ood_ground_truth`, rendered once per process and arguments (seconds each time
+    otherwise); callers get copies, so that changing one leaves the next call's whole."""
     parts = [
         _render_class(name, config.n_ood, size, seed, config, stream=2, ground_truth=True) for name in OOD_CLASSES
     ]
     images, masks, counterfactuals = (torch.cat(part) for part in zip(*parts))
     labels = torch.arange(len(OOD_CLASSES)).repeat_interleave(config.n_ood)
-    return GroundTruth(images, masks, counterfactuals, labels)
+    return images, masks, counterfactuals, labels
 
 
 def generate(

@@ -77,6 +77,9 @@ def test_ood_ground_truth_matches_the_ood_split():
     assert torch.equal(truth.images, splits.ood.images) and torch.equal(truth.labels, splits.ood.labels)
     assert truth.masks.shape == (8, 32, 32) and truth.masks.dtype == torch.bool
     assert truth.counterfactuals.shape == truth.images.shape and truth.counterfactuals.dtype == torch.uint8
+    truth.images.zero_()  # rendered once per process: a caller's change must not reach the next call
+    again = synthetic.ood_ground_truth(TINY, size=32)
+    assert torch.equal(again.images, splits.ood.images)
 
 
 def test_findings_are_where_the_masks_say_and_counterfactuals_lack_them():
