@@ -34,7 +34,9 @@ Modules, in the order data flows through them:
 * :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
 * :mod:`nero_lite.bundle` — a fitted model, its detectors and thresholds kept on disk (:func:`~nero_lite.bundle.load_bundle`).
 * :mod:`nero_lite.report` — the self-contained HTML report of flagged images.
-* :mod:`nero_lite.cli` — ``python -m nero_lite evaluate|fit|flag`` (``score`` is ``evaluate``): the pipeline on your own folders.
+* :mod:`nero_lite.cli` — ``python -m nero_lite evaluate|fit|flag`` (``score`` is ``evaluate``): the pipeline on your own folders,
+  one module per command (:mod:`~nero_lite.cli.evaluate`, :mod:`~nero_lite.cli.fit`, :mod:`~nero_lite.cli.flag`), with
+  :mod:`~nero_lite.cli.options` (the shared options and checks) and :mod:`~nero_lite.cli.common` (what the commands share when they run).
 """
 
 import warnings

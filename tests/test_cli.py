@@ -145,14 +145,14 @@ def _option(argv: list[str], option: str, value: str) -> list[str]:
     ids=["file-for-folder", "ood-is-train", "id-is-train", "device-gpu", "vit-size"],
 )
 def test_bad_options_end_in_one_line_before_anything_is_read(tree, capsys, monkeypatch, change, expected):
-    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the options were checked"))
+    monkeypatch.setattr(cli.evaluate, "read", lambda args: pytest.fail("images were read before the options were checked"))
     line = one_line_error(change(tree, _args(tree)), capsys)
     assert expected in line and line.startswith("python -m nero_lite score: error:")
     assert line.endswith("(see python -m nero_lite score --help)")
 
 
 def test_unusable_outputs_are_refused_before_anything_is_read(tree, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
+    monkeypatch.setattr(cli.evaluate, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
     (tree / "a_file").write_text("x")
     assert "--out: " in one_line_error(_option(_args(tree), "--out", str(tree / "a_file")), capsys)
     assert "cannot be created" in one_line_error(_option(_args(tree), "--out", str(tree / "a_file" / "out")), capsys)
@@ -163,7 +163,7 @@ def test_unusable_outputs_are_refused_before_anything_is_read(tree, capsys, monk
 
 def test_a_read_only_out_folder_is_refused_before_anything_is_read(tree, capsys, monkeypatch):
     """As a user without write permission sees it (simulated: the tests may run as root, who may write anywhere)."""
-    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
+    monkeypatch.setattr(cli.evaluate, "read", lambda args: pytest.fail("images were read before the outputs were checked"))
     (tree / "out").mkdir()
 
     def read_only(dir=None, **kwargs):
@@ -171,7 +171,7 @@ def test_a_read_only_out_folder_is_refused_before_anything_is_read(tree, capsys,
             raise PermissionError(13, "Permission denied")
         return open(os.devnull, "wb")
 
-    monkeypatch.setattr(cli.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(cli.options.tempfile, "TemporaryFile", read_only)
     line = one_line_error(_args(tree), capsys)
     assert "--out: " in line and "is not writable (Permission denied)" in line
 
@@ -193,7 +193,7 @@ def test_a_failed_write_leaves_the_previous_results_whole(tree, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli, "_markdown", lambda metrics: broken())  # fails after scores.csv and metrics.json
+    monkeypatch.setattr(cli.evaluate, "_markdown", lambda metrics: broken())  # fails after scores.csv and metrics.json
     with pytest.raises(OSError, match="disk full"):
         cli.main(_args(tree, "--detectors", "msp,energy"))
     assert {p.name: p.read_bytes() for p in (tree / "out").iterdir()} == before  # no staging folder left either
@@ -203,14 +203,14 @@ def test_an_interrupt_is_one_line(tree, capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "read", interrupted)
+    monkeypatch.setattr(cli.evaluate, "read", interrupted)
     assert cli.main(_args(tree)) == 130
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0]
 
 
 def test_cuda_without_a_gpu_is_refused_up_front(tree, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "read", lambda args: pytest.fail("images were read before the device was checked"))
+    monkeypatch.setattr(cli.evaluate, "read", lambda args: pytest.fail("images were read before the device was checked"))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert "CUDA is not available on this machine" in one_line_error([*_args(tree), "--device", "cuda"], capsys)
 
@@ -246,7 +246,7 @@ def _state_file(path: Path, num_classes: int) -> Path:
 
 
 def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
+    monkeypatch.setattr(cli.common, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
     weights = _state_file(tree / "mine.safetensors", num_classes=3)
     assert cli.main(_args(tree, "--arch", "resnet18", "--weights", str(weights), "--detectors", "msp")) == 0
     assert "as it is" in capsys.readouterr().err
@@ -256,20 +256,20 @@ def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatc
 
 def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkeypatch):
     seen = {}
-    real = cli.train_classifier
+    real = cli.common.train_classifier
 
     def spy(data, arch, recipe, **kwargs):
         seen.update(recipe=recipe, **kwargs)
         return real(data, arch, recipe, **kwargs)
 
-    monkeypatch.setattr(cli, "train_classifier", spy)
-    real_compare = cli.compare_detectors
+    monkeypatch.setattr(cli.common, "train_classifier", spy)
+    real_compare = cli.evaluate.compare_detectors
 
     def compare_spy(outputs, splits, created, **kwargs):
         seen.update(react=dict(vars(created["react"])))  # before fitting: the hyperparameters
         return real_compare(outputs, splits, created, **kwargs)
 
-    monkeypatch.setattr(cli, "compare_detectors", compare_spy)
+    monkeypatch.setattr(cli.evaluate, "compare_detectors", compare_spy)
     weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
     argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--preset", "reference",
                  "--detectors", "msp,react")
@@ -284,7 +284,7 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
 def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypatch):
     import torch
 
-    monkeypatch.setattr(cli, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
+    monkeypatch.setattr(cli.common, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
     assert "--weights: weights file not found" in one_line_error(_args(tree, "--weights", str(tree / "absent.pt")), capsys)
     torch.save({"model": object()}, tree / "pickled.pt")
     assert "is not a safetensors or weights-only" in one_line_error(_args(tree, "--weights", str(tree / "pickled.pt")), capsys)

@@ -32,13 +32,13 @@ def fitted(tmp_path_factory, one_torch_thread):
     saved = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
-        real = cli.save_bundle
+        real = cli.fit.save_bundle
 
         def spy(folder, model, *args, **kwargs):
             saved.update(model=model, args=args, kwargs=kwargs)
             return real(folder, model, *args, **kwargs)
 
-        patch.setattr(cli, "save_bundle", spy)
+        patch.setattr(cli.fit, "save_bundle", spy)
         assert cli.main(fit_args(root, "--val", str(root / "id"), "--mask-corner")) == 0
     return root, saved
 
@@ -141,7 +141,7 @@ def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypat
     root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
     seen = {}
-    monkeypatch.setattr(cli, "fit", lambda args, train, val, seconds: seen.update(train=train, val=val))
+    monkeypatch.setattr(cli.fit, "fit", lambda args, train, val, seconds: seen.update(train=train, val=val))
     assert cli.main(fit_args(root, "--val-fraction", "0.25", "--detectors", "msp")) == 0
     train, val = seen["train"], seen["val"]
     assert val.counts() == {"blue": 3, "green": 3, "red": 3} and train.counts() == {"blue": 9, "green": 9, "red": 9}
@@ -152,7 +152,7 @@ def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypat
 # --------------------------------------------------------------------------- bad input
 def test_bad_flag_input_is_one_line_before_any_image_is_read(fitted, tmp_path, capsys, monkeypatch):
     root, _ = fitted
-    monkeypatch.setattr(cli, "flag", lambda *a: pytest.fail("images were scored before the input was checked"))
+    monkeypatch.setattr(cli.flag, "flag", lambda *a: pytest.fail("images were scored before the input was checked"))
     report = str(tmp_path / "report")
     assert "BUNDLE: no bundle folder at" in one_line_error(["flag", str(tmp_path / "none"), str(root / "ood"), "--out", report], capsys)
     assert "IMAGES_DIR: folder not found" in one_line_error(["flag", str(root / "bundle"), str(tmp_path / "none"), "--out", report], capsys)
@@ -171,7 +171,7 @@ def test_incomplete_or_damaged_bundles_are_refused_in_one_line(fitted, tmp_path,
     import shutil
 
     root, _ = fitted
-    monkeypatch.setattr(cli, "flag", lambda *a: pytest.fail("images were scored with a bad bundle"))
+    monkeypatch.setattr(cli.flag, "flag", lambda *a: pytest.fail("images were scored with a bad bundle"))
     copy = tmp_path / "bundle"
     shutil.copytree(root / "bundle", copy)
     argv = ["flag", str(copy), str(root / "ood"), "--out", str(tmp_path / "report")]
@@ -192,7 +192,7 @@ def test_incomplete_or_damaged_bundles_are_refused_in_one_line(fitted, tmp_path,
 def test_bad_fit_input_is_one_line_before_any_image_is_read(tmp_path, capsys, monkeypatch):
     root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
-    monkeypatch.setattr(cli, "read_fit", lambda args: pytest.fail("images were read before the options were checked"))
+    monkeypatch.setattr(cli.fit, "read_fit", lambda args: pytest.fail("images were read before the options were checked"))
     assert "not allowed with argument" in one_line_error(fit_args(root, "--val", str(root / "id"), "--val-fraction", "0.2"), capsys)
     assert "must lie strictly between 0 and 1" in one_line_error(fit_args(root, "--val-fraction", "1.5"), capsys)
     assert "unknown detector(s) foo" in one_line_error(fit_args(root, "--detectors", "nero,foo"), capsys)

@@ -1,0 +1,109 @@
+"""What the commands of ``python -m nero_lite`` share when they run: the classifier of the options
+(``evaluate``, ``fit``), the detector hyperparameters adapted to a small training set
+(``evaluate``, ``fit``), the gallery of report.html and its explanations (``evaluate``, ``flag``)
+and the result files written as a set (``evaluate``, ``flag``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import detectors as _detectors
+from ..bundle import Bundle
+from ..data import ImageSet
+from ..models import Recipe, create_model, train_classifier
+from ..report import Flagged
+
+__all__ = ["GALLERY", "ID_TPR", "NO_POOL_NOTE", "classifier", "explain_gallery", "small_data_params", "write_set"]
+
+#: The share of the validation images each threshold set by ``fit`` accepts (95 % ID TPR).
+ID_TPR = 0.95
+#: The most flagged images ``flag`` and ``evaluate`` keep (lowest scores) to show in report.html.
+GALLERY = 48
+#: What report.html says when the bundle has no reference pool to find reference patches in.
+NO_POOL_NOTE = ("This bundle holds no reference pool (it was written before `fit` kept training images), so the "
+                "explained images show the why-flagged map only; fit it again for concept maps with reference patches.")
+
+
+def classifier(args: argparse.Namespace, train: ImageSet, device) -> nn.Module:
+    """The model of the options: the ``--weights`` classifier as it is when its head fits the
+    classes of ``train`` (the ``--train`` images), else trained on ``train`` (or reused from
+    the cache) with ``--recipe``."""
+    if args.weights is not None:
+        model = create_model(args.arch, len(train.classes), args.size, weights=args.weights)
+        if model.head_loaded:
+            print(f"using the classifier in {args.weights} as it is (its head has one output per --train class)", file=sys.stderr)
+            model.from_cache = False
+            return model.to(device).eval()
+        print(f"fine-tuning from {args.weights} with a new head of {len(train.classes)} classes", file=sys.stderr)
+    recipe = replace(Recipe.paper() if args.recipe == "paper" else Recipe(), epochs=args.epochs)
+    return train_classifier(train, args.arch, recipe, seed=args.seed, pretrained=args.pretrained,
+                            weights=args.weights, device=device, cache=not args.no_cache)
+
+
+def small_data_params(names: list[str], n_train: int, n_features: int) -> tuple[dict[str, dict], dict[str, str]]:
+    """Hyperparameters that fit a small training set, and a note for each one changed.
+
+    KNN's ``k`` (default 50) is at most the number of training images; NECO's ``dim``
+    (default 100) at most ``min(N, D)``. Everything else keeps its paper's default.
+    """
+    params, notes = {}, {}
+    k = _detectors.create("knn").k
+    if "knn" in names and k > n_train:
+        params["knn"] = {"k": n_train}
+        notes["knn"] = f"k={n_train} instead of {k}: there are {n_train} training images"
+    dim, limit = _detectors.create("neco").dim, min(n_train, n_features)
+    if "neco" in names and dim > limit:
+        params["neco"] = {"dim": limit}
+        notes["neco"] = f"dim={limit} instead of {dim}: at most min(training images, features) = {limit}"
+    return params, notes
+
+
+def explain_gallery(bundle: Bundle, gallery: list[Flagged], n: int, device) -> tuple[list[Flagged], str, int]:
+    """The gallery with its first ``n`` images explained by the bundle's NERO, the note report.html
+    adds, and how many were explained.
+
+    With a reference pool each explained image gets its full report
+    (:meth:`~nero_lite.bundle.Bundle.reports`: the why-flagged map, concept maps, reference
+    patches); without one the why-flagged map only (:meth:`~nero_lite.bundle.Bundle.explain`)
+    and :data:`~nero_lite.cli.NO_POOL_NOTE`. Only those ``n`` are explained, so the cost does
+    not grow with the folder.
+    """
+    n = min(n, len(gallery))
+    if not n:
+        return gallery, "", 0
+    pixels = torch.stack([item.image for item in gallery[:n]])
+    if bundle.references is None:
+        maps = bundle.explain(pixels, device=device)
+        explained = [replace(item, heatmap=heatmap.numpy()) for item, heatmap in zip(gallery, maps)]
+        return explained + gallery[n:], NO_POOL_NOTE, n
+    reports = bundle.reports(pixels, device=device)
+    explained = [replace(item, heatmap=report.score_map, report=report) for item, report in zip(gallery, reports)]
+    return explained + gallery[n:], "", n
+
+
+def write_set(out: Path, writers: dict, run: dict, start: float) -> None:
+    """Write the result files as a set: all into a staging folder inside ``out``, then renamed
+    into place together, ``run.json`` last (its ``seconds.write`` counted from ``start``). A
+    failure before the renames leaves every earlier file in ``out`` as it was."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".nero_lite-"))
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        run["seconds"]["write"] = time.perf_counter() - start
+        (staging / "run.json").write_text(json.dumps(run, indent=1))
+        for name in [*writers, "run.json"]:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
