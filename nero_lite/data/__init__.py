@@ -69,6 +69,9 @@ DATASETS = DATASETS
 #: The file suffixes read as images (compared lower-case) by :func:`~nero_lite.data.image_files`,
 #: the folder loaders and the command line.
 IMAGE_EXTENSIONS = IMAGE_EXTENSIONS
+#: The version of the loaded-data cache entries, bumped when generation or loading changes so
+#: that older entries are not read.
+DATA_VERSION = DATA_VERSION
 
 __all__ = [
     "CORNER_FRACTION",

@@ -27,7 +27,7 @@ map) holds two entries:
   ``"axes": [...]`` when the stored tensor is the original permuted by those axes;
   ``{"tuple": [...]}``; ``{"dict": {...}}``; and ``{"estimator": NAME, "state": {...}}``
   for a scikit-learn estimator of a class the detector lists in
-  :attr:`Detector.estimators` (``state`` holds its attributes, encoded alike). ``KEY``
+  :attr:`~nero_lite.detectors.base.Detector.estimators` (``state`` holds its attributes, encoded alike). ``KEY``
   names a tensor of the file, e.g. ``"fitted.pca_.components_"``.
 * ``"sha256"``: hex SHA-256 of the JSON text (UTF-8) followed, for every tensor in key
   order, by ``\\0KEY\\0DTYPE\\0SHAPE\\0`` (``\\0`` a NUL byte, e.g.
