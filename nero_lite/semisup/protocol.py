@@ -213,6 +213,11 @@ class PairedDifference:
             raise ValueError(f"{self.a} − {self.b}: no class × seed pairs to test (only per-seed differences)")
         return np.asarray(self.pairs, dtype=float)
 
+    def _nonzero_pairs(self) -> np.ndarray:
+        """The pairs the two tests read: ties (a difference of exactly 0) carry no sign and are dropped."""
+        d = self._pairs()
+        return d[d != 0]
+
     @property
     def n_pairs(self) -> int:
         """Number of class × seed pairs."""
@@ -232,8 +237,7 @@ class PairedDifference:
     def sign_test_p(self) -> float:
         """Two-sided exact sign test, ``scipy.stats.binomtest(k, n, 0.5)`` with ``k`` pairs ahead
         among the ``n`` non-zero pairs (zeros dropped); NaN without a non-zero pair."""
-        d = self._pairs()
-        nonzero = d[d != 0]
+        nonzero = self._nonzero_pairs()
         if len(nonzero) == 0:
             return float("nan")
         return float(stats.binomtest(int((nonzero > 0).sum()), len(nonzero), 0.5).pvalue)
@@ -242,8 +246,7 @@ class PairedDifference:
     def wilcoxon_p(self) -> float:
         """Two-sided Wilcoxon signed-rank test of the pairs, ``scipy.stats.wilcoxon`` with its default
         method (exact for few pairs without ties), zeros dropped; NaN without a non-zero pair."""
-        d = self._pairs()
-        nonzero = d[d != 0]
+        nonzero = self._nonzero_pairs()
         if len(nonzero) == 0:
             return float("nan")
         return float(stats.wilcoxon(nonzero, alternative="two-sided").pvalue)
