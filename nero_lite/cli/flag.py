@@ -20,7 +20,7 @@ from ..data import read_image
 from ..models import resolve_device
 from ..report import Flagged, flag_report
 from .common import GALLERY, explain_gallery, write_set
-from .options import add_explain_option, device_or_out_problem, folder_problem, positive
+from .options import add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
 
 __all__ = ["FLAG_COLUMNS", "add_command", "check", "flag"]
 
@@ -50,20 +50,14 @@ def add_command(commands) -> None:
                                  "images; 0: none (needs nero in the bundle) (default: 8)")
     flagging.add_argument("--batch-size", type=positive, default=256, metavar="B",
                           help="images read and scored at a time: memory holds one batch, not the folder (default: 256)")
-    flagging.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    add_device_option(flagging)
 
 
 def check(args: argparse.Namespace) -> str | None:
     """What is wrong with the ``flag`` options before any image is read (``None``: nothing)."""
     if not args.bundle.is_dir():
         return f"BUNDLE: no bundle folder at {args.bundle}" if not args.bundle.is_file() else f"BUNDLE: {args.bundle} is a file; give the folder `fit` wrote"
-    problem = folder_problem("IMAGES_DIR", args.images)
-    if problem:
-        return problem
-    problem = device_or_out_problem(args)
-    if problem:
-        return problem
-    return None
+    return folder_problem("IMAGES_DIR", args.images) or device_or_out_problem(args)
 
 
 def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:

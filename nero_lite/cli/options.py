@@ -17,7 +17,7 @@ from ..data import CORNER_FRACTION, TEXT_MARGIN_FRACTION
 from ..detectors.presets import arch_family
 from ..models import ARCHITECTURES, read_weights, resolve_device
 
-__all__ = ["Parser", "add_detector_options", "add_explain_option", "add_model_options", "add_run_options",
+__all__ = ["Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
            "check_model", "device_or_out_problem", "folder_problem", "fraction", "positive"]
 
 
@@ -100,9 +100,14 @@ def add_detector_options(parser: argparse.ArgumentParser, default: list[str], sh
                         help=f"comma-separated detectors, e.g. nero,msp,knn (default: {shown})")
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (every command)."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--no-cache`` (``evaluate``, ``fit``)."""
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    add_device_option(parser)
     parser.add_argument("--no-cache", action="store_true", help="neither reuse nor store images and trained weights")
 
 
