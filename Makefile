@@ -9,6 +9,7 @@ CHECK_STAMP := $(VENV)/.installed-check
 # django-static-mathjax wheel on PyPI (MathJax 3.2.2, plain JavaScript; Django is not needed).
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Chapters run with NERO_LITE_PROGRESS=0: no progress bar lands in an executed chapter (nero_lite.progress).
 # CI executes every chapter once: with EXECUTED=1, `make notebooks` writes nbmake's outputs
 # into book/*.ipynb (--overwrite) and `make book` renders those outputs instead of executing
 # the chapters again (execute_notebooks "off" in a copy of _config.yml). Without it, `make book`
@@ -34,7 +35,7 @@ unit: setup
 	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser --durations=15
 
 notebooks: setup
-	$(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider $(if $(EXECUTED),--overwrite)
+	NERO_LITE_PROGRESS=0 $(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider $(if $(EXECUTED),--overwrite)
 
 test: versions unit notebooks
 
@@ -48,7 +49,7 @@ mathjax: $(MATHJAX)
 
 book: setup $(MATHJAX)
 ifeq ($(EXECUTED),)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	NERO_LITE_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 else
 	@$(PY) -c "import json, pathlib, sys; \
 	unrun = [str(p) for p in sorted(pathlib.Path('book').glob('*.ipynb')) \
@@ -56,7 +57,7 @@ else
 	sys.exit(f'book: EXECUTED=1 but never executed (run make notebooks EXECUTED=1 first): {unrun}' if unrun else 0)"
 	@sed 's/^\(  execute_notebooks:\).*/\1 "off"/' _config.yml > $(EXECUTED_CONFIG)
 	@grep -q 'execute_notebooks: "off"' $(EXECUTED_CONFIG) || { echo "book: could not switch execution off in $(EXECUTED_CONFIG)"; exit 1; }
-	$(VENV)/bin/jupyter-book build . --config $(EXECUTED_CONFIG) -W -n --keep-going
+	NERO_LITE_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config $(EXECUTED_CONFIG) -W -n --keep-going
 endif
 	@echo "book: $(CURDIR)/_build/html/index.html"
 

@@ -8,6 +8,7 @@ Modules, in the order data flows through them:
   ``data.registry`` (the real data sets), ``data.folders`` (reading
   and splitting folders), ``data.caching`` and ``data.loaders`` (``load``).
 * :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries.
+* :mod:`nero_lite.progress` — every progress bar, and the one switch that hides them (``NERO_LITE_PROGRESS=0``).
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
 * :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface:

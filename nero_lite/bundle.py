@@ -52,7 +52,6 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from . import __version__
 from . import detectors as _detectors
@@ -62,6 +61,7 @@ from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, im
 from .detectors import Detector, NeroDetector, OdinDetector
 from .explain import Report, explain, top_channels
 from .models import create_model, extract, resolve_device
+from .progress import bar as progress_bar
 
 __all__ = [
     "BUNDLE_FILE",
@@ -200,7 +200,7 @@ class Bundle:
         predicted, nearest, neurons, contributions = [], [], [], []
         nero = self.detectors.get("nero")
         starts = range(0, len(pixels), batch_size)
-        for start in tqdm(starts, desc="score", unit="batch", disable=not progress or len(starts) < 2):
+        for start in progress_bar(starts, desc="score", unit="batch", show=progress and len(starts) >= 2):
             x = to_input(pixels[start : start + batch_size], device)
             outputs = extract(model, x, device, batch_size=len(x), progress=False)
             for name, detector in self.detectors.items():
@@ -259,7 +259,7 @@ class Bundle:
         pool = self.references
         pool_outputs = extract(model, pool, device, progress=False) if pool is not None and len(pool) else None
         reports: list[Report] = []
-        bar = tqdm(total=len(pixels), desc="explain", unit="img", disable=not progress or len(pixels) <= batch_size)
+        bar = progress_bar(total=len(pixels), desc="explain", unit="img", show=progress and len(pixels) > batch_size)
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start : start + batch_size]
             reports += explain(model, batch, nero, threshold=self.thresholds["nero"], train_outputs=pool_outputs,

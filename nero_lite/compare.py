@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import detectors as _detectors
 from .data import ImageSet, Splits, to_input
 from .metrics import evaluate_table
 from .models import extract, resolve_device
 from .outputs import Outputs
+from .progress import bar
 
 __all__ = ["ExtractedSplits", "extract_splits", "odin_scores", "compare_detectors"]
 
@@ -106,7 +106,7 @@ def compare_detectors(
         names = {name: _detectors.create(name, preset, arch, **params.get(name, {}))
                  for name in names or _detectors.available()}
     rows, scores, skipped = [], {}, {}
-    for name, detector in tqdm(names.items(), desc="detectors", disable=not progress):
+    for name, detector in bar(names.items(), desc="detectors", show=progress):
         start = time.perf_counter()
         try:
             detector.fit(outputs.train)

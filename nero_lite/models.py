@@ -43,11 +43,11 @@ from safetensors.torch import load_file, save_file
 from timm.models import load_state_dict
 from torch import nn
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from .cache import cache_dir, fingerprint, read_entry, sha256, write_entry
 from .data import ImageSet, to_input
 from .outputs import Outputs
+from .progress import bar as progress_bar
 
 __all__ = [
     "ARCHITECTURES",
@@ -346,7 +346,7 @@ def train_epochs(
     """
     module.train()
     history = []
-    bar = tqdm(range(epochs), desc=desc, disable=not progress)
+    bar = progress_bar(range(epochs), desc=desc, show=progress)
     for epoch in bar:
         total, seen, counts = 0.0, 0, {}
         for batch in batches():
@@ -526,7 +526,7 @@ def extract(
     features, logits = [], []
     handle = head.register_forward_hook(hook)
     try:
-        for start in tqdm(range(0, len(images), batch_size), desc="extract", disable=not progress):
+        for start in progress_bar(range(0, len(images), batch_size), desc="extract", show=progress):
             model(prepare(images[start : start + batch_size]))
             features.append(captured["features"].float())
             logits.append(captured["logits"].float())

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from .progress import bar
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -619,7 +619,7 @@ def generate(
     }
     jobs = [(split, name) for split, (classes, _, _) in plan.items() for name in classes]
     images: dict[str, list[torch.Tensor]] = {split: [] for split in plan}
-    for split, name in tqdm(jobs, desc="generating synthetic images", disable=not progress):
+    for split, name in bar(jobs, desc="generating synthetic images", show=progress):
         _, count, stream = plan[split]
         images[split].append(generate_class(name, count, size=size, seed=seed, config=config, stream=stream))
     return {

@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import detectors as _detectors
 from ..bundle import REFERENCES_PER_CLASS, Bundle, preprocess, reference_pool, save_bundle
@@ -20,6 +19,7 @@ from ..cache import fingerprint
 from ..data import ImageSet, class_folders, read_imagefolder, stratified_split
 from ..metrics import threshold_at_tpr
 from ..models import extract, resolve_device
+from ..progress import bar as progress_bar
 from .common import ID_TPR, classifier, small_data_params
 from .options import add_detector_options, add_model_options, add_run_options, check_model, folder_problem, fraction
 
@@ -114,7 +114,7 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     for name, note in adapted.items():
         print(f"{name}: {note}", file=sys.stderr)
     fitted, skipped = {}, {}
-    for name in tqdm(args.detectors, desc="fit detectors"):
+    for name in progress_bar(args.detectors, desc="fit detectors"):
         try:
             fitted[name] = _detectors.create(name, args.preset, args.arch, **params.get(name, {})).fit(outputs)
         except ValueError as error:

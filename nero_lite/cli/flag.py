@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from ..bundle import Bundle
 from ..data import read_image
 from ..models import resolve_device
+from ..progress import bar as progress_bar
 from ..report import Flagged, flag_report
 from .common import GALLERY, explain_gallery, write_set
 from .options import add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
@@ -67,7 +67,7 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
     nero = "nero" in bundle.detectors
     start = time.perf_counter()
     rows, skipped, kept = [], {}, []  # kept: a max-heap by score of the GALLERY flagged images of lowest score
-    bar = tqdm(total=len(files), desc="flag", unit="img")
+    bar = progress_bar(total=len(files), desc="flag", unit="img")
     for first in range(0, len(files), args.batch_size):
         images, read = [], []
         for path in files[first : first + args.batch_size]:

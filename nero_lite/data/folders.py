@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
+from ..progress import bar as progress_bar
 from .images import ImageSet
 
 __all__ = ["IMAGE_EXTENSIONS", "class_folders", "image_files", "read_image", "read_imagefolder", "stratified_split"]
@@ -99,7 +99,7 @@ def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool,
     """
     jobs = [(k, path) for k, paths in enumerate(listing.values()) for path in paths]
     images, labels, files, failed = [], [], [], []
-    bar = tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not progress or len(jobs) <= _PROGRESS_ABOVE)
+    bar = progress_bar(jobs, desc=f"reading {root.name}", unit="img", show=progress and len(jobs) > _PROGRESS_ABOVE)
     for label, path in bar:
         try:
             images.append(read_image(path, size))

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from .. import synthetic
+from ..progress import bar as progress_bar
 from .caching import _cached
 from .folders import (
     _PROGRESS_ABOVE,
@@ -401,7 +401,7 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
         manifest = pd.read_csv(root / "manifest.csv", dtype=str).fillna("")
         if {"id", "hyperkvasir_polyp"} <= set(manifest.columns):
             shared_ids = set(manifest.id[manifest.hyperkvasir_polyp == "shared"])
-    bar = tqdm(images, desc=f"reading {root.name}", unit="img", disable=not progress or len(images) <= _PROGRESS_ABOVE)
+    bar = progress_bar(images, desc=f"reading {root.name}", unit="img", show=progress and len(images) > _PROGRESS_ABOVE)
     pixels = torch.stack([read_image(path, size) for path in bar])
     ids = [p.stem for p in images]
     return SegmentedImages(

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from tqdm import tqdm
 
 from ..data import ImageSet, Splits
 from ..metrics import auroc
+from ..progress import bar as progress_bar
 from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector, SemisupConfig
 from .outliers import one_class_splits, texture_outliers
 
@@ -96,7 +96,7 @@ def run_protocol(
     options = {"device": device, "cache": cache, "progress": False}
     geoms: dict[tuple[str, int], tuple[GeomDetector, tuple]] = {}  # (normal class, seed) → f and its test scores
     rows = []
-    bar = tqdm(total=len(runs) * len(methods), desc="semi-supervised protocol", disable=not progress)
+    bar = progress_bar(total=len(runs) * len(methods), desc="semi-supervised protocol", show=progress)
     for normal, n, classes, seed in runs:
         task = one_class_splits(
             splits, normal, outlier_pool, n, classes, seed, n_train=config.n_train, n_test=config.n_test
