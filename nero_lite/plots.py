@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for the annotations only: explain imports the models, plots
 
 __all__ = [
     "class_profiles",
+    "clip_window",
     "confusion_matrix",
     "image_grid",
     "maps_with_masks",
@@ -87,23 +88,66 @@ def confusion_matrix(outputs: Outputs, classes: list[str], title: str = "ID test
 
 
 def score_histograms(
-    id_scores, ood_scores, ood_labels, ood_classes: list[str], title: str = "scores", xlabel: str = "score"
+    id_scores,
+    ood_scores,
+    ood_labels,
+    ood_classes: list[str],
+    title: str = "scores",
+    xlabel: str = "score",
+    *,
+    is_score: bool = True,
+    clip: str | tuple[float, float] | None = None,
 ) -> plt.Figure:
-    """Score distributions of the ID test set and of each OOD class (higher = more ID)."""
+    """Distributions of a quantity on the ID test set and on each OOD class.
+
+    Parameters
+    ----------
+    is_score : bool
+        The quantity is an OOD score (higher = more in-distribution): the x label says so.
+        Pass ``False`` for anything else (a relevance, a similarity, a term of a score).
+    clip : "auto", (low, high) or None
+        Heavy tails put all of a histogram's mass into one bin. With a window, values
+        outside it are drawn in its edge bins and each set's legend entry says how many
+        (:func:`clip_window`; ``"auto"`` takes the window from the ID scores). ``None``
+        shows the whole range.
+    """
     ood_labels = _numpy(ood_labels)
-    frame = pd.concat(
-        [pd.DataFrame({"score": _numpy(id_scores), "set": "ID test"})]
-        + [
-            pd.DataFrame({"score": _numpy(ood_scores)[ood_labels == k], "set": f"OOD: {name}"})
-            for k, name in enumerate(ood_classes)
-        ],
-        ignore_index=True,
-    )
+    sets = {"ID test": _numpy(id_scores).astype(np.float64).ravel()}
+    ood = _numpy(ood_scores).astype(np.float64).ravel()
+    sets.update({f"OOD: {name}": ood[ood_labels == k] for k, name in enumerate(ood_classes)})
+    window = clip_window(sets["ID test"]) if clip == "auto" else clip
+    frames = []
+    for label, values in sets.items():
+        if window is not None:
+            beyond = int(((values < window[0]) | (values > window[1])).sum())
+            values = np.clip(values, *window)
+            label = f"{label} ({beyond} beyond the axis)" if beyond else label
+        frames.append(pd.DataFrame({"score": values, "set": label}))
+    frame = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sns.histplot(frame, x="score", hue="set", element="step", stat="density", common_norm=False, fill=False, ax=ax)
-    ax.set(title=title, xlabel=f"{xlabel} (higher = more in-distribution)")
+    suffix = " (higher = more in-distribution)" if is_score else ""
+    if window is not None:
+        ax.set_xlim(*window)
+        suffix += "; values beyond the axis in the edge bins"
+    ax.set(title=title, xlabel=f"{xlabel}{suffix}")
     fig.tight_layout()
     return fig
+
+
+def clip_window(id_values, quantile: float = 0.005, margin: float = 1.0) -> tuple[float, float] | None:
+    r"""An axis window that shows the bulk of the ID values and the OOD values near them.
+
+    From the ``quantile`` and ``1 - quantile`` quantiles :math:`q_l, q_h` of the ID values,
+    the window is :math:`[q_l - m\,(q_h - q_l),\; q_h + m\,(q_h - q_l)]` with ``margin``
+    :math:`m`: an OOD value more than one ID range away from the ID bulk is shown in an edge
+    bin. ``None`` when the ID values do not spread (:math:`q_h = q_l`).
+    """
+    low, high = np.quantile(_numpy(id_values).astype(np.float64).ravel(), [quantile, 1 - quantile])
+    if not high > low:
+        return None
+    span = high - low
+    return float(low - margin * span), float(high + margin * span)
 
 
 def roc_curve(id_scores, ood_scores, tpr: float = 0.95, title: str = "ROC curve", ax=None) -> plt.Figure:
