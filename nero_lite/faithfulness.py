@@ -55,6 +55,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from . import attribution, explain
 from .data import image_tensor, to_input
+from .metrics import mean_std_text
 from .detectors.nero import NeroDetector
 from .models import extract, resolve_device
 
@@ -374,11 +375,15 @@ class Benchmark:
 
 
 def mean_std(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """``"mean ± std"`` strings of ``columns`` over the rows of each ``by`` group (3 significant digits)."""
+    """``"mean ± std"`` strings of ``columns`` over the rows of each ``by`` group (3 significant digits).
+
+    Cells follow :func:`nero_lite.metrics.mean_std_text`: ``"(1 seed)"`` for a group of one row, ``"—"`` where no row has a value.
+    """
     grouped = frame.groupby(by, sort=False)[columns]
-    means, stds = grouped.mean(), grouped.std().fillna(0.0)
+    means, stds = grouped.mean(), grouped.std()
     return pd.DataFrame(
-        {c: [f"{m:.3g} ± {s:.2g}" for m, s in zip(means[c], stds[c])] for c in columns}, index=means.index
+        {c: [mean_std_text(m, s, 3, "g", std_digits=2) for m, s in zip(means[c], stds[c])] for c in columns},
+        index=means.index,
     )
 
 

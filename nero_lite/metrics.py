@@ -41,6 +41,7 @@ __all__ = [
     "accepted_fraction",
     "flag_precision",
     "calibration_runs",
+    "mean_std_text",
 ]
 
 #: The names :func:`fpr_at_tpr` accepts as ``convention``: ours (the default), NERO's reference code's, OpenOOD's.
@@ -252,3 +253,22 @@ def calibration_runs(
             "fpr": accepted_fraction(oods, threshold),
         })
     return pd.DataFrame(rows)
+
+
+def mean_std_text(mean: float, std: float, digits: int = 3, spec: str = "f", std_digits: int | None = None) -> str:
+    """One table cell for a figure measured over several runs (seeds).
+
+    ``"mean ± std"``, both written with the format ``.{digits}{spec}`` (``std_digits`` for
+    the standard deviation when given); ``"mean (1 seed)"`` when ``std`` is NaN, which is
+    what a standard deviation with ddof 1 is for a single run; ``"—"`` when ``mean`` is NaN,
+    where the figure does not apply (no run gave a value). Every "mean ± std" table of the
+    book (:func:`nero_lite.study.mean_std`, :func:`nero_lite.faithfulness.mean_std`,
+    :func:`nero_lite.semisup.mean_std`) is written with it.
+    """
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    text = f"{mean:.{digits}{spec}}"
+    if std is None or not np.isfinite(std):
+        return f"{text} (1 seed)"
+    return f"{text} ± {std:.{digits if std_digits is None else std_digits}{spec}}"
+

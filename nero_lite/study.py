@@ -23,6 +23,7 @@ from torch import nn
 
 from . import data as _data
 from .metrics import auroc as _auroc
+from .metrics import mean_std_text
 from .compare import ExtractedSplits, compare_detectors, extract_splits
 from .models import Recipe, accuracy, train_classifier
 
@@ -131,13 +132,16 @@ class Study:
 
 
 def mean_std(summary: pd.DataFrame, percent: bool = True, digits: int = 1) -> pd.DataFrame:
-    """Format a :meth:`Study.summary` as ``"mean ± std"`` strings (in % by default), one column per (setting, class)."""
+    """Format a :meth:`Study.summary` as ``"mean ± std"`` strings (in % by default), one column per (setting, class).
+
+    Cells follow :func:`nero_lite.metrics.mean_std_text`: ``"(1 seed)"`` for a single run, ``"—"`` where there is no value.
+    """
     scale = 100.0 if percent else 1.0
     columns = list(dict.fromkeys((s, c) for s, c, _ in summary.columns))
     text = {
         column: [
-            f"{scale * m:.{digits}f} ± {scale * sd:.{digits}f}"
-            for m, sd in zip(summary[(*column, "mean")], summary[(*column, "std")].fillna(0.0))
+            mean_std_text(scale * m, scale * sd, digits)
+            for m, sd in zip(summary[(*column, "mean")], summary[(*column, "std")])
         ]
         for column in columns
     }

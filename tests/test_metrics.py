@@ -81,3 +81,22 @@ def test_table_per_class_and_pooled():
 def test_rejects_empty_or_non_finite(bad):
     with pytest.raises(ValueError):
         metrics.auroc(bad, [0.0])
+
+
+def test_mean_std_text_cells():
+    assert metrics.mean_std_text(0.81234, 0.0456) == "0.812 ± 0.046"
+    assert metrics.mean_std_text(81.2, 4.56, 1) == "81.2 ± 4.6"
+    assert metrics.mean_std_text(0.81234, float("nan")) == "0.812 (1 seed)"
+    assert metrics.mean_std_text(float("nan"), float("nan")) == "—"
+    assert metrics.mean_std_text(float("nan"), 0.0) == "—"
+    assert metrics.mean_std_text(0.01234, 0.00456, 3, "g", std_digits=2) == "0.0123 ± 0.0046"
+
+
+def test_faithfulness_table_marks_single_runs_and_missing_figures():
+    import pandas as pd
+
+    from nero_lite import faithfulness
+
+    frame = pd.DataFrame({"map": ["a", "a", "b", "c"], "aopc": [0.1, 0.3, 0.5, float("nan")]})
+    text = faithfulness.mean_std(frame, ["map"], ["aopc"])["aopc"].to_dict()
+    assert text == {"a": "0.2 ± 0.14", "b": "0.5 (1 seed)", "c": "—"}

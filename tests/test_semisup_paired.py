@@ -101,3 +101,8 @@ def test_mean_std_formats_the_summary():
     # a: seeds 0.7, 0.8, 0.9 -> 0.8 ± 0.1; b: 0.6 in every seed
     assert text.to_dict() == {"a": "0.800 ± 0.100", "b": "0.600 ± 0.000"}
     assert semisup.mean_std(results, ["method"], digits=1)["a"] == "0.8 ± 0.1"
+
+
+def test_mean_std_says_when_one_seed_was_run():
+    results = _results({("x", 0): (0.7, 0.6), ("y", 0): (0.9, 0.6)})
+    assert semisup.mean_std(results, ["method"]).to_dict() == {"a": "0.800 (1 seed)", "b": "0.600 (1 seed)"}

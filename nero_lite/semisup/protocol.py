@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from ..data import ImageSet, Splits
-from ..metrics import auroc
+from ..metrics import auroc, mean_std_text
 from ..progress import bar as progress_bar
 from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector, SemisupConfig
 from .outliers import one_class_splits, texture_outliers
@@ -325,7 +325,10 @@ def mean_std(
     """:func:`summarize` as ``"mean ± std"`` strings (the metric's own unit), one per group of ``by``.
 
     The semi-supervised counterpart of :func:`nero_lite.study.mean_std`, which formats a
-    study's (setting, class) summary columns instead of a :func:`run_protocol` table.
+    study's (setting, class) summary columns instead of a :func:`run_protocol` table; both write
+    their cells with :func:`nero_lite.metrics.mean_std_text` (``"(1 seed)"`` for a single seed).
     """
     summary = summarize(results, by=by, metric=metric)
-    return summary.apply(lambda r: f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}", axis=1)
+    return summary.apply(
+        lambda r: mean_std_text(r["mean"], r["std"] if r["seeds"] > 1 else np.nan, digits), axis=1
+    )
