@@ -184,17 +184,28 @@ def roc_curve(id_scores, ood_scores, tpr: float = 0.95, title: str = "ROC curve"
 
 
 def relevance_profile(id_relevance, ood_relevance, ood_labels, ood_classes: list[str]) -> plt.Figure:
-    """Mean relevance per neuron, ID test vs each OOD class, neurons sorted by mean ID relevance."""
+    """Mean relevance per neuron, ID test vs each OOD class, neurons sorted by mean ID relevance.
+
+    One panel per OOD class, each with the ID profile and its own y-axis: a class whose
+    relevance is far larger (a far-OOD colour shift) does not flatten the others.
+    """
     id_mean = _numpy(id_relevance).mean(0)
     order = np.argsort(id_mean)[::-1]
     ood_relevance, ood_labels = _numpy(ood_relevance), _numpy(ood_labels)
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.plot(id_mean[order], color="black", lw=2, label="ID test")
-    for k, name in enumerate(ood_classes):
-        ax.plot(ood_relevance[ood_labels == k].mean(0)[order], lw=1, alpha=0.8, label=f"OOD: {name}")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set(xlabel="neuron (sorted by mean ID relevance)", ylabel="mean relevance", title="relevance profile")
-    ax.legend(fontsize=8, ncol=2)
+    columns = min(2, len(ood_classes))
+    rows = -(-len(ood_classes) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(9, 2.4 * rows), sharex=True, squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes.flat, ood_classes)):
+        ax.plot(id_mean[order], color="black", lw=2, label="ID test")
+        ax.plot(ood_relevance[ood_labels == k].mean(0)[order], color=f"C{k}", lw=1, label=f"OOD: {name}")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(title=f"ID test vs {name}", ylabel="mean relevance")
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(ood_classes):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("neuron (sorted by mean ID relevance)")
+    fig.suptitle("relevance profile (each panel on its own scale)")
     fig.tight_layout()
     return fig
 

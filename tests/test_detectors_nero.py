@@ -185,6 +185,20 @@ def test_feature_centroid_is_nero_distance_on_features(data):
     assert not torch.allclose(l2, feature.score(test))
 
 
+def test_normalized_feature_centroid_is_the_same_recipe_on_l1_normalised_features(data):
+    """normalize=True equals the plain detector fitted and scored on a / ||a||_1, and is scale-free per image."""
+    train, test = data
+    unit = lambda o: Outputs(o.features / o.features.abs().sum(1, keepdim=True), o.logits, o.labels, o.weight, o.bias)  # noqa: E731
+    normalized = detectors.FeatureCentroidDetector(pca_fraction=0.5, normalize=True).fit(train)
+    by_hand = detectors.FeatureCentroidDetector(pca_fraction=0.5).fit(unit(train))
+    torch.testing.assert_close(normalized.score(test), by_hand.score(unit(test)))
+    scaled = Outputs(test.features * torch.linspace(0.5, 7.0, len(test)).unsqueeze(1).to(test.features),
+                     test.logits, test.labels, test.weight, test.bias)
+    torch.testing.assert_close(normalized.score(scaled), normalized.score(test))
+    plain = detectors.FeatureCentroidDetector(pca_fraction=0.5).fit(train)
+    assert not torch.allclose(plain.score(scaled), plain.score(test))
+
+
 # -- the decomposition of the score ----------------------------------------------------
 
 

@@ -141,10 +141,10 @@ def test_nero_round_trip_keeps_every_part(settings, dtype, tmp_path):
 
 def test_a_detector_outside_the_registry_loads_through_its_class(tmp_path):
     train, test = data(torch.float64)
-    detector = FeatureCentroidDetector(p=2.0).fit(train)
+    detector = FeatureCentroidDetector(p=2.0, normalize=True).fit(train)
     detector.save(tmp_path / "fc.safetensors")
     loaded = FeatureCentroidDetector.load(tmp_path / "fc.safetensors")
-    assert loaded.p == 2.0 and torch.equal(loaded.score(test), detector.score(test))
+    assert loaded.p == 2.0 and loaded.normalize and torch.equal(loaded.score(test), detector.score(test))
     with pytest.raises(ValueError, match="holds detector 'feature_centroid'; expected one of: msp, "):
         detectors.load(tmp_path / "fc.safetensors")
 

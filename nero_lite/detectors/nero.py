@@ -381,6 +381,12 @@ class FeatureCentroidDetector(Detector):
     ``NeroDetector(use_bias_term=False, use_norm_factor=False)`` with :math:`R(x)` replaced by
     :math:`a`: the book's check of whether *relevance* adds anything over the features it
     is computed from. Not in the registry (not a published method).
+
+    With ``normalize=True`` every feature vector is first divided by its L1 norm,
+    :math:`a / \lVert a \rVert_1`. Relevance is normalised by construction (the shares
+    :math:`R_j` and :math:`R_b` of one image sum to 1), features are not: the normalised
+    variant is the control that separates "relevance is a better space" from "a normalised
+    space is a better space" (an all-zero feature vector stays zero).
     """
 
     name = "feature_centroid"
@@ -388,15 +394,23 @@ class FeatureCentroidDetector(Detector):
     requires_fit = True
     estimators = (PCA,)
 
-    def __init__(self, pca_fraction: float = 2 / 3, p: float = 1.0):
+    def __init__(self, pca_fraction: float = 2 / 3, p: float = 1.0, normalize: bool = False):
         self.pca_fraction = pca_fraction
         self.p = p
+        self.normalize = normalize
+
+    def _features(self, outputs: Outputs) -> torch.Tensor:
+        features = outputs.features
+        if self.normalize:
+            features = features / features.abs().sum(dim=1, keepdim=True).clamp_min(torch.finfo(features.dtype).tiny)
+        return features
 
     def _fit(self, train: Outputs) -> None:
         train = labelled(train)
-        self.pca_ = _fit_pca(train.features, self.pca_fraction)
-        self.centroids_ = class_means(_pca_project(self.pca_, train.features), train.labels, train.num_classes)
+        features = self._features(train)
+        self.pca_ = _fit_pca(features, self.pca_fraction)
+        self.centroids_ = class_means(_pca_project(self.pca_, features), train.labels, train.num_classes)
 
     def _score(self, outputs: Outputs) -> torch.Tensor:
-        projected = _pca_project(self.pca_, outputs.features)
+        projected = _pca_project(self.pca_, self._features(outputs))
         return -torch.cdist(projected, self.centroids_.to(projected), p=self.p).amin(dim=1)
