@@ -19,6 +19,7 @@ Modules, in the order data flows through them:
   :mod:`~nero_lite.detectors.presets` (the official code's settings).
 * :mod:`nero_lite.metrics` — AUROC, FPR95, AUPR-In/Out (higher score = more in-distribution).
 * :mod:`nero_lite.compare` — every detector on the same outputs, in one table.
+* :mod:`nero_lite.paired` — two methods compared pair by pair (seeds, classes, images): paired tests and their verdicts.
 * :mod:`nero_lite.study` — the whole pipeline over seeds and masking settings.
 * :mod:`nero_lite.relevance` — LRP relevance of the head-input neurons and of inner layers.
 * :mod:`nero_lite.canonizers` — zennit canonizers and composites for timm's ResNets and ViTs.

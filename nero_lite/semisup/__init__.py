@@ -13,7 +13,7 @@ Modules, one idea each:
 * :mod:`~nero_lite.semisup.training` — f's and g's training, on the package's one loop (:func:`nero_lite.models.train_epochs`).
 * :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`~nero_lite.semisup.detectors.SemisupConfig`.
 * :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
-* :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol`, :func:`~nero_lite.semisup.protocol.summarize`, and :func:`~nero_lite.semisup.protocol.paired_difference` with its paired tests over class × seed.
+* :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol`, :func:`~nero_lite.semisup.protocol.summarize`; the paired tests over class × seed (:func:`~nero_lite.paired.paired_difference`) are re-exported here.
 * :mod:`~nero_lite.semisup.digits` — the paper's own setting: one-class handwritten digits, rendered letters as outliers, the paper's MNIST tables.
 * :mod:`~nero_lite.semisup.plots` — the chapter's figures.
 
@@ -54,7 +54,8 @@ from .digits import (
 )
 from .networks import GNet, WideResNet, tap_features
 from .outliers import TEXTURES, OneClassTask, one_class_splits, texture_outliers
-from .protocol import METHODS, PairedDifference, mean_std, paired_difference, run_protocol, summarize
+from ..paired import PairedDifference, paired_difference
+from .protocol import METHODS, mean_std, run_protocol, summarize
 from .transforms import GeometricTransforms, Transform, geometric_transforms
 
 __all__ = [

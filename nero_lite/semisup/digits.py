@@ -45,8 +45,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from ..data import ImageSet, Splits
+from ..paired import PairedDifference
 from .detectors import SemisupConfig
-from .protocol import PairedDifference, summarize
+from .protocol import summarize
 
 __all__ = [
     "DIGITS",
@@ -274,7 +275,7 @@ def class_gap(
     In each seed :math:`s`, :math:`d_s = \\overline{\\mathrm{AUROC}}_{\\text{all classes}} -
     \\overline{\\mathrm{AUROC}}_{\\text{classes}}` (means over the normal classes); a positive
     gap means the classes are harder than average. Returned as a
-    :class:`~nero_lite.semisup.protocol.PairedDifference` (mean ± std over seeds).
+    :class:`~nero_lite.paired.PairedDifference` (mean ± std over seeds).
     """
     rows = results[results["method"] == method]
     missing = set(classes) - set(rows["normal_class"])
