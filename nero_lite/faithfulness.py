@@ -50,18 +50,21 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from . import attribution, explain
 from .data import image_tensor, to_input
-from .metrics import mean_std_text
 from .detectors.nero import NeroDetector
+from .metrics import mean_std_text
 from .models import extract, resolve_device
+from .paired import paired_difference
 
 __all__ = [
     "FRACTIONS",
     "GRID_MAPS",
+    "LOCALISES_AT",
     "LOCAL_FINDINGS",
     "MAP_KINDS",
     "Benchmark",
@@ -80,10 +83,16 @@ __all__ = [
     "mean_std",
     "restoration_curves",
     "summarize",
+    "verdicts",
 ]
 
 #: Fractions of the image replaced along a restoration curve (0 is the image itself).
 FRACTIONS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
+
+#: A map *finds* a finding when its ratio (mass accuracy over area share, :func:`summarize`) is at
+#: least this: twice as much of its positive relevance on the finding as a map spread evenly would
+#: put there. The one criterion of the book's chapters 6 and 8 (:func:`verdicts`).
+LOCALISES_AT = 2.0
 
 #: The maps :func:`compare_maps` measures, with what each one is.
 MAP_KINDS = {
@@ -372,6 +381,60 @@ class Benchmark:
     def grid_summary(self) -> pd.DataFrame:
         """Mean ± std over seeds of the grid share and the cross-image correlation, per class and map kind."""
         return mean_std(self.grid, ["class", "map"], ["grid_share", "correlation"])
+
+
+def _reading(difference, alpha: float) -> str:
+    if not difference.significant(alpha):
+        return "no difference shown"
+    return "ahead" if difference.pair_mean > 0 else "behind"
+
+
+def verdicts(benchmark: Benchmark, *, localises_at: float = LOCALISES_AT, alpha: float = 0.05) -> pd.DataFrame:
+    """What the score map does, per class of finding, each claim against its baseline and paired image by image.
+
+    Columns:
+
+    * ``ratio``: the score map's mass accuracy over the area share (:func:`summarize`, per
+      seed, then the mean over seeds); ``localises``: ``ratio >= localises_at``
+      (:data:`LOCALISES_AT`).
+    * ``best other map`` (by ratio, the centre prior included) and ``mass accuracy vs it``:
+      the paired verdict of the score map's mass accuracy against that map's.
+    * ``AOPC vs random`` and ``AOPC vs best other`` (the other map of largest mean AOPC;
+      maps without an AOPC, the centre prior, are left out).
+    * ``pointing``: the share of images whose map maximum falls on the finding, and
+      ``pointing vs chance``: an exact two-sided binomial test of the hits against the mean
+      area share, the chance that a point drawn uniformly lands on the finding.
+
+    The other verdicts are :meth:`nero_lite.paired.PairedDifference.significant` over the
+    (image, seed) pairs of that class (Wilcoxon signed-rank at ``alpha``). Each reads
+    ``"ahead"``, ``"behind"`` or ``"no difference shown"``.
+    """
+    table = benchmark.table.rename(columns={"map": "method"})
+    rows = []
+    for name, part in table.groupby("class", sort=False):
+        per_seed = part.rename(columns={"method": "map"}).groupby("seed").apply(summarize, include_groups=False)
+        mean = per_seed.groupby(level=1).mean()
+        others = mean.drop(index="score map")
+        best_ratio = others.ratio.idxmax()
+        best_aopc = others.aopc.dropna().drop(index="random", errors="ignore").idxmax()
+        pairs = lambda other, metric: paired_difference(part, "score map", other, metric, unit="image")  # noqa: E731
+        score_rows = part[part.method == "score map"]
+        hits, chance = int(score_rows.pointing.sum()), float(score_rows.area.mean())
+        pointing_p = stats.binomtest(hits, len(score_rows), chance).pvalue
+        rows.append({
+            "class": name,
+            "ratio": mean.loc["score map", "ratio"],
+            "localises": bool(mean.loc["score map", "ratio"] >= localises_at),
+            "best other map": best_ratio,
+            "mass accuracy vs it": _reading(pairs(best_ratio, "mass_accuracy"), alpha),
+            "AOPC vs random": _reading(pairs("random", "aopc"), alpha),
+            "best other AOPC": best_aopc,
+            "AOPC vs best other": _reading(pairs(best_aopc, "aopc"), alpha),
+            "pointing": mean.loc["score map", "pointing"],
+            "pointing vs chance": ("no difference shown" if pointing_p >= alpha
+                                   else "ahead" if hits > chance * len(score_rows) else "behind"),
+        })
+    return pd.DataFrame(rows).set_index("class")
 
 
 def mean_std(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:

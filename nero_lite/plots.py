@@ -285,18 +285,30 @@ def show_images(images, titles: list[str] | None = None, columns: int = 6, size:
     return fig
 
 
-def mean_maps(maps: dict[str, np.ndarray], region=None, title: str = "mean |relevance|") -> plt.Figure:
-    """The mean absolute heatmap of each group (``name -> N×H×W``), on one colour scale; ``region`` outlined."""
+def mean_maps(
+    maps: dict[str, np.ndarray], region=None, title: str = "mean |relevance|", *, shared_scale: bool = True
+) -> plt.Figure:
+    """The mean absolute heatmap of each group (``name -> N×H×W``); ``region`` outlined.
+
+    With ``shared_scale`` every panel uses one colour scale (to compare magnitudes); without
+    it each panel has its own scale and colour bar, so that a pattern in a faint panel is
+    not drawn black beside a bright one.
+    """
     means = {name: np.abs(_numpy(m)).mean(axis=0) for name, m in maps.items()}
     top = max(float(m.max()) for m in means.values()) or 1.0
-    fig, axes = plt.subplots(1, len(means), figsize=(2.4 * len(means), 2.7), squeeze=False)
+    fig, axes = plt.subplots(1, len(means), figsize=(2.4 * len(means), 2.7 if shared_scale else 3.0), squeeze=False)
     for ax, (name, mean) in zip(axes[0], means.items()):
-        shown = ax.imshow(mean, cmap="magma", vmin=0, vmax=top)
+        shown = ax.imshow(mean, cmap="magma", vmin=0, vmax=top if shared_scale else (float(mean.max()) or 1.0))
         if region is not None:
             ax.contour(_numpy(region).astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(name, fontsize=8)
         ax.axis("off")
-    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label=title)
+        if not shared_scale:
+            fig.colorbar(shown, ax=ax, shrink=0.7, location="bottom", pad=0.04)
+    if shared_scale:
+        fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label=title)
+    else:
+        fig.suptitle(f"{title} (each panel on its own scale)", fontsize=9)
     return fig
 
 

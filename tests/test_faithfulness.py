@@ -1,6 +1,7 @@
 """Localisation and faithfulness metrics: hand-made cases, and Quantus as an independent route."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import quantus
 import torch
@@ -156,3 +157,44 @@ def test_compare_maps_measures_every_map_on_the_same_images():
         assert curves.shape == (10, 4)
         # fully replaced: every map ends at the fill's score, whatever its order
         torch.testing.assert_close(curves[:, -1], result.curves["random"][:, -1])
+
+
+def _benchmark_of(maps_by_class: dict, n_images: int = 12, seeds=(0, 1)) -> fa.Benchmark:
+    """A Benchmark whose table is given per class as {map: (mass_accuracy, pointing, aopc)} functions of (image, seed)."""
+    rows = []
+    for name, maps in maps_by_class.items():
+        for seed in seeds:
+            for image in range(n_images):
+                for kind, (mass, point, gain) in maps.items():
+                    rows.append({"seed": seed, "class": name, "image": image, "map": kind, "area": 0.1,
+                                 "mass_accuracy": mass(image, seed), "pointing": point(image, seed), "aopc": gain(image, seed)})
+    empty = pd.DataFrame()
+    return fa.Benchmark(pd.DataFrame(rows), empty, empty, empty)
+
+
+def test_verdicts_pair_the_score_map_with_each_baseline_image_by_image():
+    wiggle = lambda image, seed: 0.001 * ((image * 7 + seed * 3) % 5 - 2)  # noqa: E731  (symmetric, not constant)
+    benchmark = _benchmark_of({
+        # the score map: 3x the area share, ahead of every map on mass accuracy, its AOPC level with random's
+        "polyp": {"score map": (lambda i, s: 0.3 + wiggle(i, s), lambda i, s: 1.0, lambda i, s: 0.2 + wiggle(i, s)),
+                  "gradient × input": (lambda i, s: 0.15, lambda i, s: 0.0, lambda i, s: 0.5),
+                  "random": (lambda i, s: 0.1, lambda i, s: 0.0, lambda i, s: 0.2 - wiggle(i, s)),
+                  "centre prior": (lambda i, s: 0.12, lambda i, s: 0.0, lambda i, s: float("nan"))},
+        # the score map at the area share, behind the centre prior; pointing at chance (hits 1 image in 10)
+        "ulcer": {"score map": (lambda i, s: 0.1 + wiggle(i, s), lambda i, s: float(i % 10 == 0 and s == 0) + 0.0,
+                                lambda i, s: 0.1), "gradient × input": (lambda i, s: 0.1, lambda i, s: 0.0, lambda i, s: 0.0),
+                  "random": (lambda i, s: 0.1, lambda i, s: 0.0, lambda i, s: 0.0),
+                  "centre prior": (lambda i, s: 0.2, lambda i, s: 0.0, lambda i, s: float("nan"))},
+    })
+    table = fa.verdicts(benchmark)
+    polyp, ulcer = table.loc["polyp"], table.loc["ulcer"]
+    assert polyp.ratio == pytest.approx(3.0, rel=0.01) and polyp.localises
+    assert polyp["best other map"] == "gradient × input" and polyp["mass accuracy vs it"] == "ahead"
+    assert polyp["AOPC vs random"] == "no difference shown"
+    assert polyp["best other AOPC"] == "gradient × input" and polyp["AOPC vs best other"] == "behind"
+    assert polyp.pointing == 1.0 and polyp["pointing vs chance"] == "ahead"
+    assert ulcer.ratio == pytest.approx(1.0, rel=0.01) and not ulcer.localises
+    assert ulcer["best other map"] == "centre prior" and ulcer["mass accuracy vs it"] == "behind"
+    assert ulcer["AOPC vs random"] == "ahead"
+    assert ulcer["pointing vs chance"] == "no difference shown"
+    assert not fa.verdicts(benchmark, localises_at=3.5).loc["polyp", "localises"]
