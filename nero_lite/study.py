@@ -25,9 +25,9 @@ from . import data as _data
 from .metrics import auroc as _auroc
 from .metrics import mean_std_text
 from .compare import ExtractedSplits, compare_detectors, extract_splits
-from .models import Recipe, accuracy, train_classifier
+from .models import Recipe, accuracy, extract, train_classifier
 
-__all__ = ["Run", "Study", "run_study", "mean_std"]
+__all__ = ["Run", "Study", "run_study", "mean_std", "test_time_masking"]
 
 
 @dataclass
@@ -200,3 +200,36 @@ def run_study(
             table, scores = compare_detectors(outputs, splits, detectors, params, model=model, progress=progress)
             runs.append(Run(seed, masked, splits, model, outputs, accuracy(outputs.test), seconds, table, scores))
     return Study(runs)
+
+
+def test_time_masking(
+    run: Run,
+    regions: dict[str, torch.Tensor],
+    detectors: list[str] | None = None,
+    params: dict[str, dict] | None = None,
+    device: str | torch.device = "auto",
+) -> pd.DataFrame:
+    """An intervention at test time: the run's classifier and detectors as trained, on test images with a region blacked out.
+
+    For each ``name -> region`` (an ``H×W`` boolean mask), the ID test and OOD images are
+    masked with :func:`nero_lite.data.mask_region`, extracted with the run's model, and
+    scored by the detectors fitted, as in the run, on its unmasked training outputs. A
+    detector that does not use the region keeps its AUROC; masking a control region of the
+    same size tells the effect of the region apart from the effect of masking anything.
+
+    Returns the rows of :func:`nero_lite.compare.compare_detectors` for each region, with a
+    ``region`` column, after the run's own rows (``region = "none"``). ``detectors``
+    defaults to those of ``run.table``, in its order; pass the ``params`` the study used.
+    """
+    names = detectors or list(dict.fromkeys(run.table.detector))
+    rows = [run.table[run.table.detector.isin(names)].assign(region="none")]
+    for name, region in regions.items():
+        test, ood = (_data.ImageSet(_data.mask_region(part.images, region), part.labels, part.classes, part.files)
+                     for part in (run.splits.test, run.splits.ood))
+        splits = _data.Splits(run.splits.name, run.splits.train, test, ood, run.splits.ood_kind)
+        outputs = ExtractedSplits(run.outputs.train, extract(run.model, test, device, progress=False),
+                                  extract(run.model, ood, device, progress=False))
+        table, _ = compare_detectors(outputs, splits, names, params, model=run.model, progress=False)
+        rows.append(table.assign(region=name))
+    return pd.concat(rows, ignore_index=True)
+

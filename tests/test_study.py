@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from nero_lite import models, study
+from nero_lite import compare, data, models, study
 from nero_lite.synthetic import SyntheticConfig
 
 TINY = SyntheticConfig(n_train=8, n_test=6, n_ood=6)
@@ -78,3 +80,33 @@ def test_the_starting_weights_reach_every_training(tmp_path, monkeypatch):
     study.run_study("synthetic", seeds=(0, 1), masks=(False,), size=32, arch="resnet18", recipe=recipe,
                     pretrained=True, detectors=["msp"], config=TINY, progress=False)
     assert seen == [("resnet18", recipe, True, None)] * 2
+
+
+def test_test_time_masking_agrees_with_the_masked_runs_images(tiny_study):
+    """Masking the box corner at test time = the unmasked model on the masked run's test images; an empty region changes nothing."""
+    run = tiny_study.run(seed=0, masked=False)
+    size = run.splits.test.images.shape[-1]
+    empty = torch.zeros(size, size, dtype=torch.bool)
+    table = study.test_time_masking(run, {"box corner": data.corner_region(size), "nothing": empty})
+    assert list(table.region.unique()) == ["none", "box corner", "nothing"]
+    key = ["detector", "ood_class"]
+    none = table[table.region == "none"].set_index(key).auroc
+    pd.testing.assert_series_equal(none, run.table.set_index(key).auroc)
+    pd.testing.assert_series_equal(table[table.region == "nothing"].set_index(key).auroc, none, check_exact=False, rtol=1e-6)
+    masked_splits = tiny_study.run(seed=0, masked=True).splits   # the same images, the corner masked by data.load
+    by_hand, _ = compare.compare_detectors(
+        compare.ExtractedSplits(run.outputs.train, models.extract(run.model, masked_splits.test, progress=False),
+                                models.extract(run.model, masked_splits.ood, progress=False)),
+        masked_splits, ["msp", "nero"], model=run.model, progress=False)
+    pd.testing.assert_series_equal(table[table.region == "box corner"].set_index(key).auroc, by_hand.set_index(key).auroc,
+                                   check_exact=False, rtol=1e-6)
+
+
+def test_mask_region_is_mask_shortcut_for_the_corner():
+    images = torch.randint(1, 256, (3, 3, 20, 20), dtype=torch.uint8)
+    assert torch.equal(data.mask_region(images, data.corner_region(20)), data.mask_shortcut(images))
+    control = data.corner_region(20).flip(0).flip(1)
+    masked = data.mask_region(images, control)
+    assert masked[..., :7, -7:].max() == 0 and torch.equal(masked[..., 7:, :], images[..., 7:, :])
+    with pytest.raises(ValueError, match="does not match"):
+        data.mask_region(images, torch.zeros(10, 10, dtype=torch.bool))

@@ -45,7 +45,7 @@ from .caching import DATA_VERSION
 from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
-from .masking import CORNER_FRACTION, TEXT_MARGIN_FRACTION, corner_box_present, corner_region, mask_shortcut
+from .masking import CORNER_FRACTION, TEXT_MARGIN_FRACTION, corner_box_present, corner_region, mask_region, mask_shortcut
 from .registry import DATASETS, RealDataset, data_root
 
 # Sphinx reads a constant's documentation (its ``#:`` comment) from the module it documents:
@@ -93,6 +93,7 @@ __all__ = [
     "load_folders",
     "load_segmented",
     "SegmentedImages",
+    "mask_region",
     "mask_shortcut",
     "class_folders",
     "image_files",

@@ -9,7 +9,7 @@ import torch
 
 from .images import Splits
 
-__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_shortcut"]
+__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_region", "mask_shortcut"]
 
 #: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
 #: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
@@ -53,6 +53,20 @@ def mask_shortcut(
         masked[..., height - math.ceil(corner * height) :, : math.ceil(corner * width)] = 0
     if text_margin > 0:
         masked[..., :, : math.ceil(text_margin * width)] = 0
+    return masked
+
+
+def mask_region(images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """A copy of ``…×3×H×W`` images with the pixels of the ``H×W`` boolean ``region`` blacked out.
+
+    ``mask_region(images, corner_region(H))`` equals ``mask_shortcut(images)`` for square
+    images; any other region (a control corner, a strip) is masked the same way.
+    """
+    region = torch.as_tensor(region, dtype=torch.bool, device=images.device)
+    if region.shape != images.shape[-2:]:
+        raise ValueError(f"region of shape {tuple(region.shape)} does not match images of {tuple(images.shape[-2:])} pixels")
+    masked = images.clone()
+    masked[..., region] = 0
     return masked
 
 
