@@ -116,6 +116,9 @@ def score_histograms(
     ood = _numpy(ood_scores).astype(np.float64).ravel()
     sets.update({f"OOD: {name}": ood[ood_labels == k] for k, name in enumerate(ood_classes)})
     window = clip_window(sets["ID test"]) if clip == "auto" else clip
+    if window is not None:  # never wider than the data
+        every = np.concatenate(list(sets.values()))
+        window = (max(window[0], float(every.min())), min(window[1], float(every.max())))
     frames = []
     for label, values in sets.items():
         if window is not None:
@@ -124,8 +127,9 @@ def score_histograms(
             label = f"{label} ({beyond} beyond the axis)" if beyond else label
         frames.append(pd.DataFrame({"score": values, "set": label}))
     frame = pd.concat(frames, ignore_index=True)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(9, 3.2))
     sns.histplot(frame, x="score", hue="set", element="step", stat="density", common_norm=False, fill=False, ax=ax)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None, frameon=False)
     suffix = " (higher = more in-distribution)" if is_score else ""
     if window is not None:
         ax.set_xlim(*window)
