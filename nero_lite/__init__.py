@@ -48,9 +48,21 @@ from importlib import metadata
 # that warns "IProgress not found" on every import, although our bars are plain text.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
-from .bundle import load_bundle  # noqa: E402  (needs __version__); a bundle written by ``python -m nero_lite fit``
+
+def __getattr__(name: str):
+    """``nero_lite.load_bundle`` (a bundle written by ``python -m nero_lite fit``), imported on first use.
+
+    Loading :mod:`nero_lite.bundle` brings in the models and the attribution stack (timm,
+    zennit, zennit-crp); ``import nero_lite.metrics`` and the command line's ``--help`` do
+    not need them.
+    """
+    if name == "load_bundle":
+        from .bundle import load_bundle
+
+        return load_bundle
+    raise AttributeError(f"module 'nero_lite' has no attribute {name!r}")
 
 _STACK = ("torch", "torchvision", "timm", "zennit", "zennit-crp", "jupyter-book")
 

@@ -53,7 +53,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from . import detectors as _detectors
 from .cache import atomic_write, sha256
 from .attribution import score_maps

@@ -100,3 +100,13 @@ def test_faithfulness_table_marks_single_runs_and_missing_figures():
     frame = pd.DataFrame({"map": ["a", "a", "b", "c"], "aopc": [0.1, 0.3, 0.5, float("nan")]})
     text = faithfulness.mean_std(frame, ["map"], ["aopc"])["aopc"].to_dict()
     assert text == {"a": "0.2 ± 0.14", "b": "0.5 (1 seed)", "c": "—"}
+
+
+def test_importing_the_metrics_loads_neither_the_models_nor_the_attribution_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, nero_lite.metrics; heavy = [m for m in ('timm', 'zennit', 'crp', 'nero_lite.bundle') if m in sys.modules]; "
+            "print(heavy); import nero_lite; assert nero_lite.load_bundle.__module__ == 'nero_lite.bundle'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

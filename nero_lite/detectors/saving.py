@@ -50,7 +50,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .. import __version__
+from ..version import __version__
 from ..cache import atomic_write
 
 if TYPE_CHECKING:
