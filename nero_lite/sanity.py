@@ -20,6 +20,11 @@ concept maps (Achtibat et al., Nature Machine Intelligence 2023). Three checks o
   :math:`\sum_{p \in M} |h_p| / \sum_p |h_p|` of a map :math:`h` and a region :math:`M`,
   e.g. the corner where a shortcut sits; a map that spreads its relevance evenly scores
   the region's area fraction :math:`|M| / HW`.
+* **Whether the maps of a report are different pictures** (:func:`map_agreement`): the
+  Pearson correlation of the score map with the input map, and the mean correlation
+  between every two concept maps. At 64 pixels a ResNet-18's ``layer4`` is 2×2, and every
+  map is built from those four positions: correlations near 1 say that the "concepts" of
+  a report are one picture, and should not be read as different concepts.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -38,7 +44,7 @@ from .detectors.nero import NeroDetector
 from .explain import explain
 from .models import find_head, resolve_device, synchronize
 
-__all__ = ["explain_cost", "randomize_head", "region_share"]
+__all__ = ["explain_cost", "map_agreement", "randomize_head", "region_share"]
 
 
 def randomize_head(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -126,3 +132,31 @@ def region_share(heatmaps, region) -> np.ndarray:
         raise ValueError(f"heatmaps are {maps.shape[-2:]} but the region is {mask.shape}")
     total = maps.sum(axis=(-2, -1))
     return np.where(total > 0, (maps * mask).sum(axis=(-2, -1)) / np.where(total > 0, total, 1), 0.0)
+
+
+def map_agreement(reports) -> pd.DataFrame:
+    """How alike the maps of each report are, one row per report.
+
+    ``score vs input map``: the Pearson correlation of the report's score map with its input
+    map (:attr:`~nero_lite.explain.Report.heatmap`); ``between concept maps``: the mean
+    Pearson correlation over every two of its concept maps (NaN with fewer than two, or
+    where a map is constant); ``concept maps``: how many.
+    """
+    def correlations(maps: np.ndarray) -> np.ndarray:
+        flat = maps.reshape(len(maps), -1).astype(np.float64)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(flat, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (flat @ flat.T) / np.outer(norms, norms)
+
+    rows = []
+    for report in reports:
+        concepts = np.asarray(report.concept_heatmaps)
+        pairs = correlations(concepts)[np.triu_indices(len(concepts), 1)] if len(concepts) > 1 else np.array([np.nan])
+        rows.append({
+            "score vs input map": float(correlations(np.stack([report.score_map, report.heatmap]))[0, 1]),
+            "between concept maps": float(pairs.mean()),
+            "concept maps": len(concepts),
+        })
+    return pd.DataFrame(rows)
+

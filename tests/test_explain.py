@@ -402,3 +402,20 @@ def test_channel_relevance_at_layer4_is_nero_relevance_and_conserved_to_layer3(r
     torch.testing.assert_close(at3.sum(1), at4.sum(1), rtol=1e-3, atol=1e-5)
     (again,) = channel_relevance(resnet, train.images[:5], [resnet.layer3], device="cpu")
     torch.testing.assert_close(again, at3, rtol=1e-4, atol=1e-7)
+
+
+def test_map_agreement_by_hand():
+    from types import SimpleNamespace
+
+    from nero_lite import sanity
+
+    base = np.arange(16.0).reshape(4, 4)
+    report = SimpleNamespace(score_map=base, heatmap=-2 * base + 3,
+                             concept_heatmaps=np.stack([base, base * 5 + 1, base.T]))
+    row = sanity.map_agreement([report]).iloc[0]
+    assert row["score vs input map"] == pytest.approx(-1.0)
+    rho = np.corrcoef(base.ravel(), base.T.ravel())[0, 1]   # base vs its transpose
+    assert row["between concept maps"] == pytest.approx((1.0 + rho + rho) / 3)
+    assert row["concept maps"] == 3
+    single = SimpleNamespace(score_map=base, heatmap=base, concept_heatmaps=base[None])
+    assert np.isnan(sanity.map_agreement([single]).iloc[0]["between concept maps"])
