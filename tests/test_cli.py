@@ -320,12 +320,23 @@ def _gallery(page: Path) -> list[str]:
     return re.split(r'<div class="card(?=[ "])', page.read_text(encoding="utf-8"))[1:]
 
 
+BUNDLE_SCORE_CALLS: list[int] = []
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, one_torch_thread) -> Path:
     """``score`` once to train and cache, then ``evaluate`` into evaluate/ and ``score`` into score/, both from the cache."""
     root = colour_tree(tmp_path_factory.mktemp("evaluate"))
+    from nero_lite.bundle import Bundle
+
+    def counted_score(self, *args, **kwargs):  # evaluate reads NERO's nearest class from its own extraction
+        BUNDLE_SCORE_CALLS.append(1)
+        return unpatched_score(self, *args, **kwargs)
+
+    unpatched_score = Bundle.score
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
+        patch.setattr(Bundle, "score", counted_score)
         for command, out in (("score", "warm"), ("evaluate", "evaluate"), ("score", "score")):
             argv = _args(root, "--detectors", "msp,nero,energy", "--explain", "2", "--device", "cpu")
             argv[0] = command
@@ -371,6 +382,9 @@ def test_the_evaluate_report_flags_the_images_below_nero_at_95_percent_id_tpr(ev
     for card, (_, row) in zip(cards, below.iterrows()):
         truth = "ID test: " if row.set == "id" else f"OOD: {row.ood_class}"
         assert truth in card
+    assert not BUNDLE_SCORE_CALLS  # no second forward pass over the shown images
+    classes = sorted(p.name for p in (evaluated / "train").iterdir() if p.is_dir())
+    assert all(re.search(r"nearest ([^ <]*)", card).group(1) in classes for card in cards)
     explained = [card for card in cards if card.startswith(' explained"')]
     assert len(explained) == min(2, len(cards)) and cards[: len(explained)] == explained
     for card in explained:

@@ -137,7 +137,7 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
     ood_class = [splits.ood_classes[k] for k in splits.ood.labels.tolist()]
     truths = [f"ID test: {splits.id_classes[k]}" for k in splits.test.labels.tolist()] + [f"OOD: {c}" for c in ood_class]
     nero = created["nero"] if "nero" in scores else None  # fitted, not skipped
-    page, explained = _evaluate_page(args, model, splits, scores, nero, metrics, id_files + ood_files, truths,
+    page, explained = _evaluate_page(args, model, splits, outputs, scores, nero, metrics, id_files + ood_files, truths,
                                      id_predicted + ood_predicted, device)
     seconds["report"] = time.perf_counter() - start
 
@@ -175,16 +175,17 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
     return run
 
 
-def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, scores: dict, nero, metrics: pd.DataFrame,
-                   files: list[str], truths: list[str], predicted: list[str], device) -> tuple[str, int]:
+def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, outputs, scores: dict, nero,
+                   metrics: pd.DataFrame, files: list[str], truths: list[str], predicted: list[str], device) -> tuple[str, int]:
     """``evaluate``'s report.html and how many images it explains.
 
     ``files``, ``truths`` and ``predicted`` (classes) list the ID test then the OOD images.
     The histogram is NERO's (or the first detector's) with its threshold at 95 % ID TPR on
     the ID test images; the gallery holds the images below it, lowest first.
-    ``nero`` (the fitted NERO, or ``None``) is put with the model and a reference pool
-    drawn from the training images into an unsaved :class:`~nero_lite.bundle.Bundle`, which
-    gives the nearest class of the shown images and explains them as ``flag`` does.
+    The nearest class of the shown images comes from ``nero.decompose`` of the ``outputs``
+    already extracted (no second forward pass). ``nero`` (the fitted NERO, or ``None``) is put
+    with the model and a reference pool drawn from the training images into an unsaved
+    :class:`~nero_lite.bundle.Bundle`, which explains them as ``flag`` does.
     """
     name = "nero" if nero is not None else next(iter(scores))
     id_scores, ood_scores = scores[name]
@@ -198,8 +199,8 @@ def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, s
         bundle = Bundle(model, args.arch, args.size, args.mask_corner, args.mask_text, splits.id_classes, {"nero": nero},
                         {"nero": threshold}, fingerprint(splits.train.images, splits.train.labels),
                         references=reference_pool(splits.train, seed=args.seed))
-        nearest = bundle.score(torch.stack([item.image for item in gallery]), device=device, progress=False).nearest
-        gallery = [replace(item, nearest=splits.id_classes[k]) for item, k in zip(gallery, nearest.tolist())]
+        nearest = torch.cat([nero.decompose(outputs.test).nearest, nero.decompose(outputs.ood).nearest]).cpu()
+        gallery = [replace(item, nearest=splits.id_classes[int(nearest[i])]) for item, i in zip(gallery, order)]
         gallery, note, explained = explain_gallery(bundle, gallery, args.explain, device)
     elif args.explain and gallery:
         note = "The images are not explained: explanations need nero among --detectors."
