@@ -70,7 +70,7 @@ from zennit.core import Composite
 from .canonizers import resnet_composite, vit_composite
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import NeroDetector
-from .models import find_head, resolve_device
+from .models import capture_head, find_head, resolve_device
 from .outputs import Outputs
 from .relevance import Target, layer_relevance, output_relevance
 
@@ -220,21 +220,6 @@ def concept_heatmaps(
     return maps.view(n, k, *maps.shape[1:])
 
 
-@contextmanager
-def _head_input(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Capture the input of the classifier head (key ``"features"``) during the forward passes in the block.
-
-    Enter it *before* a composite's context: the pre-hook then runs before the rule hooks
-    and sees the tensor the model computed, the one relevance and gradients start from.
-    """
-    captured: dict[str, torch.Tensor] = {}
-    handle = find_head(model).register_forward_pre_hook(lambda module, args: captured.update(features=args[0]))
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
 def _outputs(model: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> Outputs:
     head = find_head(model)
     return Outputs(features.flatten(1), logits, None, head.weight.detach(), head.bias.detach())
@@ -281,7 +266,7 @@ def score_maps(
     composite = composite or default_composite(model)
 
     def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with _head_input(model) as captured, composite.context(model) as modified, torch.enable_grad():
+        with capture_head(model, detach=False) as captured, composite.context(model) as modified, torch.enable_grad():
             logits = modified(x)
             features = captured["features"]
             contributions = detector.decompose(_outputs(model, features, logits).detach()).neurons
@@ -307,7 +292,7 @@ def score_gradient_maps(
     """
 
     def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with _head_input(model) as captured, torch.enable_grad():
+        with capture_head(model, detach=False) as captured, torch.enable_grad():
             logits = model(x)
             outlier_score = detector.decompose(_outputs(model, captured["features"], logits)).outlier_score
             (gradient,) = torch.autograd.grad(outlier_score.sum(), x)

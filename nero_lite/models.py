@@ -31,7 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "Recipe",
     "accuracy",
     "augment",
+    "capture_head",
     "create_model",
     "extract",
     "find_head",
@@ -475,6 +477,34 @@ def train_classifier(
 
 
 @torch.no_grad()
+@contextmanager
+def capture_head(model: nn.Module, head: nn.Linear | None = None, *, detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the classifier head's input (``"features"``) and output (``"logits"``) during the forward passes in the block.
+
+    The head is :func:`find_head`'s unless given. The input is read by a forward *pre*-hook:
+    entered before a zennit composite's context, it runs before the rule hooks and sees
+    the tensor the model computed, the one relevance and gradients start from. With
+    ``detach=False`` both tensors stay in the autograd graph (for gradients and LRP through
+    the head, :mod:`nero_lite.attribution`); :func:`extract` detaches them. The entries hold
+    the last forward pass; the hooks are removed when the block ends, also on an error.
+    """
+    head = head or find_head(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def before(module, args):
+        captured["features"] = args[0].detach() if detach else args[0]
+
+    def after(module, args, output):
+        captured["logits"] = output.detach() if detach else output
+
+    handles = [head.register_forward_pre_hook(before), head.register_forward_hook(after)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def extract(
     model: nn.Module,
     data: ImageSet | torch.Tensor,
@@ -486,8 +516,8 @@ def extract(
 ) -> Outputs:
     """Head inputs, logits and head parameters in one forward pass per batch.
 
-    A forward hook on the classifier head (:func:`find_head`, or ``head=``) records
-    the head's input (the features ``a``) and output (the logits ``z = W a + b``)
+    Hooks on the classifier head (:func:`find_head`, or ``head=``; :func:`capture_head`)
+    record the head's input (the features ``a``) and output (the logits ``z = W a + b``)
     while the model runs its ordinary ``forward``; this works for timm and
     torchvision CNNs and ViTs alike.
 
@@ -517,21 +547,12 @@ def extract(
         images, labels, prepare = data.images, data.labels, lambda x: to_input(x, device)
     else:
         images, labels, prepare = data, None, lambda x: x.to(device)
-    captured = {}
-
-    def hook(module, inputs, output):
-        captured["features"] = inputs[0].detach().flatten(1)
-        captured["logits"] = output.detach()
-
     features, logits = [], []
-    handle = head.register_forward_hook(hook)
-    try:
+    with capture_head(model, head) as captured:
         for start in progress_bar(range(0, len(images), batch_size), desc="extract", show=progress):
             model(prepare(images[start : start + batch_size]))
-            features.append(captured["features"].float())
+            features.append(captured["features"].flatten(1).float())
             logits.append(captured["logits"].float())
-    finally:
-        handle.remove()
     return Outputs(
         features=torch.cat(features),
         logits=torch.cat(logits),
