@@ -263,7 +263,7 @@ def mean_std_text(mean: float, std: float, digits: int = 3, spec: str = "f", std
     what a standard deviation with ddof 1 is for a single run; ``"—"`` when ``mean`` is NaN,
     where the figure does not apply (no run gave a value). Every "mean ± std" table of the
     book (:func:`nero_lite.study.mean_std`, :func:`nero_lite.faithfulness.mean_std`,
-    :func:`nero_lite.semisup.mean_std`) is written with it.
+    :func:`nero_lite.semisup.protocol.mean_std`) is written with it.
     """
     if mean is None or not np.isfinite(mean):
         return "—"

@@ -162,7 +162,7 @@ def paired_difference(
 ) -> PairedDifference:
     """Methods ``a`` and ``b`` compared seed by seed and class by class, on the rows of ``results`` matching ``where``.
 
-    In each seed the metric is averaged over the normal classes (as :func:`summarize` does);
+    In each seed the metric is averaged over the normal classes (as :func:`nero_lite.semisup.protocol.summarize` does);
     the difference ``a − b`` is paired by seed, so the spread of the seeds common to both
     methods cancels. When ``results`` has a ``unit`` column (the normal class), the
     difference is also paired by (``unit``, seed), the pairs the tests of

@@ -138,7 +138,7 @@ def map_agreement(reports) -> pd.DataFrame:
     """How alike the maps of each report are, one row per report.
 
     ``score vs input map``: the Pearson correlation of the report's score map with its input
-    map (:attr:`~nero_lite.explain.Report.heatmap`); ``between concept maps``: the mean
+    map (``Report.heatmap``); ``between concept maps``: the mean
     Pearson correlation over every two of its concept maps (NaN with fewer than two, or
     where a map is constant); ``concept maps``: how many.
     """
