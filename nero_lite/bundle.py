@@ -58,7 +58,7 @@ from . import detectors as _detectors
 from .cache import atomic_write, sha256
 from .attribution import score_maps
 from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, image_tensor, mask_shortcut, to_input
-from .detectors import Detector, NeroDetector, OdinDetector
+from .detectors import Detector, NeroDetector
 from .explain import Report, explain, top_channels
 from .models import create_model, extract, resolve_device
 from .progress import bar as progress_bar
@@ -204,7 +204,7 @@ class Bundle:
             x = to_input(pixels[start : start + batch_size], device)
             outputs = extract(model, x, device, batch_size=len(x), progress=False)
             for name, detector in self.detectors.items():
-                if isinstance(detector, OdinDetector):  # ODIN perturbs the input: it needs the model
+                if detector.needs_images:  # ODIN perturbs the input: it needs the model
                     parts[name].append(detector.score_images(model, x).cpu())
                 else:
                     parts[name].append(detector.score(outputs).cpu())

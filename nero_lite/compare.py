@@ -40,9 +40,9 @@ def extract_splits(model: nn.Module, splits: Splits, device="auto", progress: bo
 
 
 def odin_scores(
-    detector: _detectors.OdinDetector, model: nn.Module, images: ImageSet, device="auto", batch_size: int = 128
+    detector: _detectors.Detector, model: nn.Module, images: ImageSet, device="auto", batch_size: int = 128
 ) -> torch.Tensor:
-    """ODIN with input perturbation over a whole :class:`~nero_lite.data.ImageSet`, in batches."""
+    """A detector that needs the images (``needs_images``, ODIN) over a whole :class:`~nero_lite.data.ImageSet`, in batches."""
     device = resolve_device(device)
     model = model.to(device).eval()
     return torch.cat(
@@ -117,7 +117,7 @@ def compare_detectors(
             warnings.warn(f"skipped detector {name}: {skipped[name]}", stacklevel=2)
             continue
         fitted = time.perf_counter()
-        if isinstance(detector, _detectors.OdinDetector) and model is not None:
+        if detector.needs_images and model is not None:
             id_scores = odin_scores(detector, model, splits.test)
             ood_scores = odin_scores(detector, model, splits.ood)
         else:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nero_lite import bench, compare, detectors, metrics, models
-from nero_lite.data import ImageSet, Splits
+from nero_lite.data import ImageSet, Splits, to_input
 from nero_lite.outputs import Outputs
 
 
@@ -143,3 +143,25 @@ def test_flag_benchmark_reports_speed_and_memory_of_flag_and_a_forward_pass(tmp_
                 "flag_peak_rss_mib", "flag_quarter_peak_rss_mib", "write_s", "fit_s"):
         assert result[key] > 0, key  # the values are measured by the benchmark, never asserted
     assert json.loads((tmp_path / "bench-flag-40-16.json").read_text())["images"] == 40
+
+
+def test_a_detector_that_needs_the_images_is_scored_on_them():
+    """compare_detectors reads needs_images, not the class: any such detector gets the model and the images."""
+    splits = fake_splits()
+    model = models.create_model("resnet18", 3, 8).eval()
+    outputs = compare.ExtractedSplits(*(models.extract(model, part, "cpu", progress=False)
+                                        for part in (splits.train, splits.test, splits.ood)))
+    seen = []
+
+    class ImageProbe(type(detectors.create("msp"))):
+        needs_images = True
+
+        def score_images(self, model, images):
+            seen.append(tuple(images.shape))
+            return -images.flatten(1).abs().mean(1)
+
+    _, scores = compare.compare_detectors(outputs, splits, {"probe": ImageProbe(), "msp": detectors.create("msp")},
+                                          model=model, progress=False)
+    assert seen == [(4, 3, 8, 8), (60, 3, 8, 8)]
+    assert torch.equal(scores["probe"][0], -to_input(splits.test.images).flatten(1).abs().mean(1))
+    assert not detectors.create("msp").needs_images and detectors.create("odin").needs_images

@@ -40,6 +40,7 @@ class OdinDetector(Detector):
     """
 
     name = "odin"
+    needs_images = True
     paper = Paper(
         "Liang, Li & Srikant",
         "Enhancing The Reliability of Out-of-distribution Image Detection in Neural Networks",

@@ -6,7 +6,7 @@ is given explicitly, so Selenium Manager never downloads a browser. The pages ar
 from ``_build/html`` by a local HTTP server: nothing leaves the machine.
 
 Per page: no SEVERE console message, every ``<img>`` decoded (``naturalWidth > 0``), no
-Python traceback in a cell output, math typeset by the book's own MathJax where the page has
+Python traceback, progress bar, Python warning or ``nan`` in a cell output, math typeset by the book's own MathJax where the page has
 math, and every internal link pointing at an existing file and anchor. A screenshot of each
 page goes to ``_build/screenshots/``.
 """
@@ -38,6 +38,12 @@ PAGES = sorted(
     for p in HTML.rglob("*.html")
     if not SKIPPED_DIRS.intersection(p.relative_to(HTML).parts)
 )
+#: What no executed cell may print: a tqdm bar, a Python warning, a "nan" where a figure does not apply ("—").
+OUTPUT_PROBLEMS = {
+    "progress bar": re.compile(r"\d+%\|"),
+    "Python warning": re.compile(r"\b[A-Z]\w*Warning\b"),
+    "nan": re.compile(r"(?<![\w.-])nan(?![\w(])", re.IGNORECASE),
+}
 STATS = {"pages": 0, "images": 0, "math pages": 0, "links": 0, "screenshots": 0}
 
 
@@ -148,6 +154,11 @@ def test_page_renders(page, server, browser):
     )
     if tracebacks:
         problems.append(f"{tracebacks} cell output(s) with a traceback")
+    outputs = browser.execute_script("return Array.from(document.querySelectorAll('.cell_output'), e => e.textContent);")
+    for what, pattern in OUTPUT_PROBLEMS.items():
+        found = [match.group(0) for text in outputs for match in [pattern.search(text)] if match]
+        if found:
+            problems.append(f"{len(found)} cell output(s) with a {what} (first: {found[0]!r})")
 
     # links relative to where the browser ended up (index.html redirects to the first chapter)
     problems += _check_links(browser, page, browser.current_url)
