@@ -63,6 +63,7 @@ __all__ = [
     "find_head",
     "read_weights",
     "resolve_device",
+    "size_problem",
     "synchronize",
     "train_classifier",
     "train_epochs",
@@ -108,18 +109,30 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def size_problem(arch: str, img_size: int, name: str = "the image size") -> str | None:
+    """Why ``arch`` cannot take ``img_size``-pixel images (``name`` is what the message calls the size), or ``None``.
+
+    The one statement of the transformers' size rules, for :func:`create_model` and the
+    command line's ``--size`` check: ``vit`` cuts an image into an 8×8 grid of patches of at
+    least 2 pixels, ``deit_small`` into 16-pixel patches. The CNNs take any size.
+    """
+    if arch == "vit" and (img_size % 8 or img_size < 16):
+        return f"the vit cuts images into an 8×8 grid of patches, so {name} must be a multiple of 8 (at least 16), got {img_size}"
+    if arch == "deit_small" and img_size % 16:
+        return f"deit_small cuts images into 16-pixel patches, so {name} must be a multiple of 16, got {img_size}"
+    return None
+
+
 def _timm_kwargs(arch: str, img_size: int) -> tuple[str, dict]:
     """The timm model name and keyword arguments of ``arch`` at ``img_size``."""
+    problem = size_problem(arch, img_size)
+    if problem:
+        raise ValueError(problem)
     if arch in ("resnet18", "resnet18d"):
         return arch, {}
     if arch == "vit":
-        patch = max(img_size // 8, 2)
-        if img_size % patch:
-            raise ValueError(f"vit needs an image size divisible by {patch}, got {img_size}")
-        return "deit_tiny_patch16_224", {"img_size": img_size, "patch_size": patch}
+        return "deit_tiny_patch16_224", {"img_size": img_size, "patch_size": img_size // 8}
     if arch == "deit_small":
-        if img_size % 16:
-            raise ValueError(f"deit_small cuts images into 16-pixel patches: the image size must be a multiple of 16, got {img_size}")
         return "deit_small_patch16_224", {"img_size": img_size}
     if timm.is_model(arch):
         return arch, {}

@@ -76,3 +76,22 @@ def test_training_learns_a_separable_toy_set(tmp_path, monkeypatch):
     model = models.train_classifier(data, "resnet18", models.Recipe(epochs=6, batch_size=16, lr=3e-3), device="cpu", progress=False)
     out = models.extract(model, data, device="cpu", progress=False)
     assert models.accuracy(out) >= 0.9
+
+
+@pytest.mark.parametrize("arch", ["vit", "deit_small", "resnet18d"])
+@pytest.mark.parametrize("size", [12, 16, 20, 30, 32])
+def test_the_command_line_and_create_model_accept_the_same_sizes(arch, size, tmp_path):
+    """One size rule: --size is refused exactly where create_model raises, with the same reason."""
+    from types import SimpleNamespace
+
+    from nero_lite.cli.options import check_model
+
+    problem = check_model(SimpleNamespace(arch=arch, size=size, preset="ours", weights=None, device="cpu",
+                                          out=tmp_path / "out", no_cache=True))
+    if problem is None:
+        models.create_model(arch, 3, size)
+    else:
+        assert problem.startswith("--size: ")
+        with pytest.raises(ValueError) as raised:
+            models.create_model(arch, 3, size)
+        assert str(raised.value) == models.size_problem(arch, size) and "SIZE" in problem

@@ -15,7 +15,7 @@ from .. import detectors as _detectors
 from ..cache import cache_dir
 from ..data import CORNER_FRACTION, TEXT_MARGIN_FRACTION
 from ..detectors.presets import arch_family
-from ..models import ARCHITECTURES, read_weights, resolve_device
+from ..models import ARCHITECTURES, read_weights, resolve_device, size_problem
 
 __all__ = ["Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
            "check_model", "device_or_out_problem", "folder_problem", "fraction", "positive"]
@@ -120,10 +120,9 @@ class Parser(argparse.ArgumentParser):
 
 def check_model(args: argparse.Namespace) -> str | None:
     """What is wrong with the options ``evaluate`` and ``fit`` share (``None``: nothing)."""
-    if args.arch == "vit" and (args.size % 8 or args.size < 16):
-        return f"--size: the vit cuts images into an 8×8 grid of patches, so SIZE must be a multiple of 8 (at least 16), got {args.size}"
-    if args.arch == "deit_small" and args.size % 16:
-        return f"--size: deit_small cuts images into 16-pixel patches, so SIZE must be a multiple of 16, got {args.size}"
+    problem = size_problem(args.arch, args.size, "SIZE")
+    if problem:
+        return f"--size: {problem}"
     if args.preset == "reference":
         try:
             arch_family(args.arch)
