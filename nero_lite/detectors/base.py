@@ -67,10 +67,10 @@ class Detector:
     name: ClassVar[str]
     paper: ClassVar[Paper]
     requires_fit: ClassVar[bool] = False
-    #: The detector perturbs the input itself (ODIN): it is scored with
-    #: ``score_images(model, x)`` on normalised model input, not with ``score(outputs)``,
-    #: which ignores the perturbation. :func:`nero_lite.compare.compare_detectors` and
-    #: :meth:`nero_lite.bundle.Bundle.score` read this flag instead of the class.
+    #: Whether the detector perturbs the input itself, as ODIN does. Such a detector is
+    #: scored with ``score_images(model, x)`` on normalised model input, not with
+    #: ``score(outputs)``, which ignores the perturbation; :func:`nero_lite.compare.compare_detectors`
+    #: and :meth:`nero_lite.bundle.Bundle.score` read this flag instead of the class.
     needs_images: ClassVar[bool] = False
     #: The scikit-learn classes whose fitted instances the detector keeps (e.g. a
     #: ``PCA``): :meth:`~nero_lite.detectors.base.Detector.save` stores their attributes
