@@ -204,7 +204,7 @@ def relevance_profile(id_relevance, ood_relevance, ood_labels, ood_classes: list
         ax.plot(ood_relevance[ood_labels == k].mean(0)[order], color=f"C{k}", lw=1, label=f"OOD: {name}")
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(title=f"ID test vs {name}", ylabel="mean relevance")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     for ax in axes.flat[len(ood_classes):]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -250,7 +250,7 @@ def projection_2d(
     margin = 0.5 * (high - low)
     ax.set(xlim=(low[0] - margin[0], high[0] + margin[0]), ylim=(low[1] - margin[1], high[1] + margin[1]))
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -385,7 +385,7 @@ def plot_report(report: Report, *, max_references: int = 3) -> plt.Figure:
     )
     ax.set_xlabel(f"neuron / channel of {report.layer}")
     ax.set_ylabel("contribution $c_j$ to d")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     for row, (channel, contribution, delta) in enumerate(
         zip(report.channels, report.contributions, report.deviations), start=1
     ):
@@ -446,7 +446,7 @@ def restoration(curves: pd.DataFrame, title: str = "restoration curves") -> plt.
             ax.fill_between(100 * stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="% of the image replaced (most relevant first)", ylabel="gain in −log S(x)", title=name)
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
