@@ -44,6 +44,8 @@ class PairedDifference:
     b: str
     differences: pd.Series
     pairs: pd.Series | None = None
+    #: What a pair is besides its seed, for the printed verdict ("class", "detector", "image").
+    unit: str = "class"
 
     @property
     def mean(self) -> float:
@@ -77,7 +79,7 @@ class PairedDifference:
 
     def _pairs(self) -> np.ndarray:
         if self.pairs is None:
-            raise ValueError(f"{self.a} − {self.b}: no class × seed pairs to test (only per-seed differences)")
+            raise ValueError(f"{self.a} − {self.b}: no {self.unit} × seed pairs to test (only per-seed differences)")
         return np.asarray(self.pairs, dtype=float)
 
     def _nonzero_pairs(self) -> np.ndarray:
@@ -144,7 +146,7 @@ class PairedDifference:
         else:
             reading = f"no difference shown at α = {alpha:g}"
         return (f"{self.pair_mean:+.3f}, {100 * (1 - alpha):g} % CI [{low:+.3f}, {high:+.3f}], ahead in {self.pairs_ahead} of "
-                f"{self.n_pairs} class × seed pairs; Wilcoxon p = {self.wilcoxon_p:.3f}, sign test p = "
+                f"{self.n_pairs} {self.unit} × seed pairs; Wilcoxon p = {self.wilcoxon_p:.3f}, sign test p = "
                 f"{self.sign_test_p:.3f}: {reading}")
 
     def __str__(self) -> str:
@@ -183,4 +185,4 @@ def paired_difference(
     if unit in results:
         per_pair = results.groupby(["method", unit, "seed"])[metric].mean().unstack("method")
         pairs = (per_pair[a] - per_pair[b]).dropna()
-    return PairedDifference(a, b, per_seed[a] - per_seed[b], pairs)
+    return PairedDifference(a, b, per_seed[a] - per_seed[b], pairs, unit.removeprefix("normal_").removeprefix("ood_"))

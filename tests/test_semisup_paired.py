@@ -106,3 +106,10 @@ def test_mean_std_formats_the_summary():
 def test_mean_std_says_when_one_seed_was_run():
     results = _results({("x", 0): (0.7, 0.6), ("y", 0): (0.9, 0.6)})
     assert semisup.mean_std(results, ["method"]).to_dict() == {"a": "0.800 (1 seed)", "b": "0.600 (1 seed)"}
+
+
+def test_the_verdict_names_what_was_paired():
+    results = _results({(c, s): (0.6 + 0.01 * s, 0.5) for c in "xyz" for s in range(2)}).rename(columns={"normal_class": "detector"})
+    diff = semisup.paired_difference(results, "a", "b", unit="detector")
+    assert diff.unit == "detector" and "ahead in 6 of 6 detector × seed pairs" in diff.verdict()
+    assert semisup.paired_difference(_results({("x", 0): (0.6, 0.5)}), "a", "b").unit == "class"
