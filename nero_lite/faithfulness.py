@@ -409,16 +409,15 @@ def verdicts(benchmark: Benchmark, *, localises_at: float = LOCALISES_AT, alpha:
     (image, seed) pairs of that class (Wilcoxon signed-rank at ``alpha``). Each reads
     ``"ahead"``, ``"behind"`` or ``"no difference shown"``.
     """
-    table = benchmark.table.rename(columns={"map": "method"})
     rows = []
-    for name, part in table.groupby("class", sort=False):
-        per_seed = part.rename(columns={"method": "map"}).groupby("seed").apply(summarize, include_groups=False)
-        mean = per_seed.groupby(level=1).mean()
+    for name, part in benchmark.table.groupby("class", sort=False):
+        mean = part.groupby("seed").apply(summarize, include_groups=False).groupby(level=1).mean()
         others = mean.drop(index="score map")
         best_ratio = others.ratio.idxmax()
         best_aopc = others.aopc.dropna().drop(index="random", errors="ignore").idxmax()
-        pairs = lambda other, metric: paired_difference(part, "score map", other, metric, unit="image")  # noqa: E731
-        score_rows = part[part.method == "score map"]
+        by_method = part.rename(columns={"map": "method"})  # the column paired_difference reads
+        pairs = lambda other, metric: paired_difference(by_method, "score map", other, metric, unit="image")  # noqa: E731
+        score_rows = part[part["map"] == "score map"]
         hits, chance = int(score_rows.pointing.sum()), float(score_rows.area.mean())
         pointing_p = stats.binomtest(hits, len(score_rows), chance).pvalue
         rows.append({
