@@ -270,12 +270,26 @@ def test_run_protocol_and_summary():
     assert (geom_rows == 1).all()  # f is shared across seeds: GEOM does not depend on them
     with pytest.raises(ValueError, match="unknown method"):
         semisup.run_protocol(toy_splits(), ["nero"])
+    with pytest.raises(ValueError, match=r"unknown method.*'z1\+z9'"):
+        semisup.run_protocol(toy_splits(), ["z1+z9"])
 
     table = pd.DataFrame(
         {"method": ["a"] * 4, "normal_class": ["x", "y"] * 2, "seed": [0, 0, 1, 1], "auroc": [0.6, 0.8, 0.9, 0.9]}
     )
     summary = semisup.summarize(table)  # per seed: mean over classes 0.7 and 0.9
     assert summary.loc["a", "mean"] == pytest.approx(0.8) and summary.loc["a", "std"] == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_run_protocol_takes_a_set_of_features_joined_by_plus(monkeypatch):
+    """'z1+z3' fits g on exactly those two features; a single name keeps its meaning."""
+    config = semisup.SemisupConfig(**{**TINY.__dict__, "geom_epochs": 1, "g_epochs": 1})
+    seen = []
+    fit = semisup.IntermediateLayerDetector.fit
+    monkeypatch.setattr(semisup.IntermediateLayerDetector, "fit", lambda self, *a: seen.append(tuple(self.layers)) or fit(self, *a))
+    results = semisup.run_protocol(toy_splits(), ["z1+z3", "z2", "proposed"], n_outliers=[4], seeds=[0],
+                                   normal_classes=["left"], config=config, device="cpu", cache=False, progress=False)
+    assert seen == [("z1", "z3"), ("z2",), ("z1", "z2", "z3", "z4")]
+    assert list(results.method) == ["z1+z3", "z2", "proposed"] and results.auroc.between(0, 1).all()
 
 
 def test_detectors_store_their_arguments_and_derive_their_repr():

@@ -27,6 +27,8 @@ from .outliers import one_class_splits, texture_outliers
 __all__ = ["METHODS", "mean_std", "run_protocol", "summarize"]
 
 #: Method name → what it is. The last five are ablations of ``proposed``: g reads one feature.
+#: :func:`run_protocol` also takes any other set of these features joined by ``+``
+#: (``"z1+z3"``: g on z1 and z3 only), with its name as given.
 METHODS = {
     "geom": "GEOM: transform classifier f, score Σ_k softmax(f(T_k x))_k",
     "geom+": "GEOM+: GEOM with outlier exposure",
@@ -57,7 +59,8 @@ def run_protocol(
     ----------
     splits : Splits
     methods : sequence of str
-        Keys of :data:`METHODS`.
+        Keys of :data:`METHODS`, or features of f joined by ``+`` (``"z1+z3"``): g on
+        those features only.
     n_outliers, n_outlier_classes : sequences
         Every combination is run; ``None`` classes = the whole pool.
     seeds : sequence of int
@@ -82,9 +85,11 @@ def run_protocol(
         classes only) and ``auroc_ood`` (vs the OOD classes only).
     """
     config = config or SemisupConfig()
-    unknown = set(methods) - set(METHODS)
+    unknown = [m for m in methods if m not in METHODS and not _feature_set(m)]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+        raise ValueError(
+            f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)} or join features with '+' (e.g. 'z1+z3')"
+        )
     if not seeds or not n_outliers or not n_outlier_classes:
         raise ValueError("seeds, n_outliers and n_outlier_classes need at least one value each")
     if isinstance(outlier_pool, str) and outlier_pool == "textures":
@@ -118,7 +123,7 @@ def run_protocol(
                 elif method == "bce":
                     detector = BceDetector(config, seed=seed, **options)
                 else:
-                    layers = PROPOSED_LAYERS if method == "proposed" else (method,)
+                    layers = PROPOSED_LAYERS if method == "proposed" else _feature_set(method) or (method,)
                     detector = IntermediateLayerDetector(geom, layers, seed=seed, **options)
                 detector.fit(task.train, task.outliers)
                 id_scores, ood_scores = detector.score(task.test_id), detector.score(task.test_ood)
@@ -137,6 +142,13 @@ def run_protocol(
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
+
+
+def _feature_set(method: str) -> tuple[str, ...]:
+    """The features of a ``"z1+z3"``-style method name; empty when it is not one."""
+    parts = tuple(method.split("+"))
+    features = (*PROPOSED_LAYERS, "softmax")
+    return parts if len(parts) > 1 and len(set(parts)) == len(parts) and set(parts) <= set(features) else ()
 
 
 def summarize(results: pd.DataFrame, by: Sequence[str] = ("method",), metric: str = "auroc") -> pd.DataFrame:
