@@ -31,8 +31,10 @@ setup: $(STAMP)
 versions: setup
 	@$(PY) -c "import nero_lite; print('stack:', ', '.join(f'{k} {v}' for k, v in nero_lite.versions().items()))"
 
+# Two workers (pytest-xdist) of one thread each: the trainings of tests/test_end_to_end.py run two at
+# a time, which on two cores finishes sooner than one at a time on two threads.
 unit: setup
-	$(PY) -m pytest tests -p no:cacheprovider --ignore=tests/browser --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n 2 --dist worksteal -p no:cacheprovider --ignore=tests/browser --durations=15
 
 notebooks: setup
 	NERO_LITE_PROGRESS=0 $(PY) -m pytest --nbmake book --nbmake-timeout=1200 --durations=0 -p no:cacheprovider $(if $(EXECUTED),--overwrite)
