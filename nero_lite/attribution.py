@@ -57,10 +57,12 @@ conditional maps (the reports' fallback when LRP gives non-finite relevance).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from crp.attribution import CondAttribution
 from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
@@ -77,6 +79,8 @@ from .relevance import Target, layer_relevance, output_relevance
 __all__ = [
     "GRADIENT_X_INPUT",
     "LRP",
+    "AttributionPass",
+    "attribution_passes",
     "channel_relevance",
     "concept_heatmaps",
     "concept_layer",
@@ -225,16 +229,105 @@ def _outputs(model: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> 
     return Outputs(features.flatten(1), logits, None, head.weight.detach(), head.bias.detach())
 
 
-def _batched_maps(model, images, device, batch_size, one_batch) -> torch.Tensor:
-    """``one_batch(x)`` (N, H, W) over the images in batches, on the CPU."""
+class AttributionPass:
+    r"""One forward pass kept in the autograd graph, for several backward passes to the pixels.
+
+    Made by :func:`attribution_passes`. ``outputs`` are the pass's head inputs and logits
+    (detached: what :func:`~nero_lite.models.extract` gives, from the same forward pass);
+    ``graph_outputs`` the same still in the graph. Every map is :math:`\sum_{\text{colour}}`
+    of what reaches the input: the relevance under the LRP rules (``method=LRP``) or
+    gradient × input (``method=GRADIENT_X_INPUT``), from
+
+    * the logits (:meth:`from_logits`: e.g. the predicted class's input map),
+    * the head input (:meth:`from_features`: e.g. NERO's contributions, the score map),
+    * the concept layer with the relevance masked to one channel per map (:meth:`concepts`,
+      CRP's conditional maps).
+
+    The maps are linear in what is placed at the start, so each backward pass reuses the
+    forward pass and none repeats it.
+    """
+
+    def __init__(self, x: torch.Tensor, logits: torch.Tensor, features: torch.Tensor, layer_output: torch.Tensor | None,
+                 outputs: Outputs, lrp: bool):
+        self.x, self.logits, self.features, self.layer_output = x, logits, features, layer_output
+        self.outputs = outputs.detach()
+        self.graph_outputs = outputs
+        self.lrp = lrp
+
+    def _to_pixels(self, tensor: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        (reached,) = torch.autograd.grad(tensor, self.x, grad_outputs=start.to(tensor), retain_graph=True)
+        return (reached if self.lrp else reached * self.x).sum(dim=1).detach()
+
+    def from_logits(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Maps ``(N, H, W)`` of ``relevance`` (N, C) placed on the logits."""
+        return self._to_pixels(self.logits, relevance)
+
+    def from_features(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Maps ``(N, H, W)`` of ``relevance`` (N, D) placed on the head input (NERO's neurons)."""
+        return self._to_pixels(self.features, relevance.view_as(self.features))
+
+    def from_scalar(self, value: torch.Tensor) -> torch.Tensor:
+        """Maps ``(N, H, W)`` of the gradient of ``value`` (a scalar of the graph) times the input."""
+        (gradient,) = torch.autograd.grad(value, self.x, retain_graph=True)
+        return (gradient * self.x).sum(dim=1).detach()
+
+    def concepts(self, relevance: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """CRP maps ``(N, k, H, W)``: ``relevance`` (N, C) on the logits, masked at the concept layer to channel ``channels[n, i]``."""
+        if self.layer_output is None:
+            raise ValueError("this pass was made without a concept layer")
+        (at_layer,) = torch.autograd.grad(self.logits, self.layer_output, grad_outputs=relevance.to(self.logits),
+                                          retain_graph=True)
+        shape = (len(at_layer), at_layer.shape[1]) + (1,) * (at_layer.ndim - 2)
+        maps = [
+            self._to_pixels(self.layer_output, at_layer * F.one_hot(channels[:, i].to(at_layer.device), at_layer.shape[1]).view(shape))
+            for i in range(channels.shape[1])
+        ]
+        return torch.stack(maps, dim=1)
+
+
+@contextmanager
+def attribution_passes(
+    model: nn.Module, *, composite: Composite | None = None, method: Method = LRP, layer: str | None = None
+) -> Iterator[Callable[[torch.Tensor], AttributionPass]]:
+    """Register the LRP rules and the hooks once; yield ``run(x)``, one :class:`AttributionPass` per batch of inputs.
+
+    ``composite`` (:func:`default_composite` when omitted) and its canonizers are applied
+    once for the block, not per batch or per map; ``method=GRADIENT_X_INPUT`` registers no
+    rules. ``layer`` names the concept layer (:func:`concept_layer`) whose output
+    :meth:`AttributionPass.concepts` masks. The head input is recorded by
+    :func:`~nero_lite.models.capture_head`, entered before the rules so that it sees the
+    tensor the model computed. Inside the block gradients are on and parameters need none.
+    """
+    lrp = method == LRP
+    rules = (composite or default_composite(model)).context(model) if lrp else nullcontext(model)
+    with _frozen(model), capture_head(model, detach=False) as head, rules as modified, torch.enable_grad():
+        captured: dict[str, torch.Tensor] = {}
+        handle = None
+        if layer is not None:
+            handle = model.get_submodule(layer).register_forward_hook(lambda module, args, out: captured.__setitem__("layer", out))
+
+        def run(inputs: torch.Tensor) -> AttributionPass:
+            x = inputs.detach().clone().requires_grad_(True)
+            logits = modified(x)
+            features = head["features"]
+            return AttributionPass(x, logits, features, captured.get("layer"), _outputs(model, features, logits), lrp)
+
+        try:
+            yield run
+        finally:
+            if handle is not None:
+                handle.remove()
+
+
+def _batched_maps(model, images, device, batch_size, one_batch, **passes) -> torch.Tensor:
+    """``one_batch(attribution_pass)`` (N, H, W) over the images in batches, on the CPU; the rules registered once."""
     device = resolve_device(device)
     model = model.to(device).eval()
     pixels = image_tensor(images)
     maps = []
-    with _frozen(model):
+    with attribution_passes(model, **passes) as run:
         for start in range(0, len(pixels), batch_size):
-            x = to_input(pixels[start : start + batch_size], device).requires_grad_(True)
-            maps.append(one_batch(x).detach().cpu())
+            maps.append(one_batch(run(to_input(pixels[start : start + batch_size], device))).cpu())
     return torch.cat(maps) if maps else torch.empty(0, *pixels.shape[-2:])
 
 
@@ -261,19 +354,14 @@ def score_maps(
     Conservation: for a ResNet each map sums to :math:`d(x)` (up to the contribution of
     channels whose activation is zero everywhere, which has no position to go to); for
     a ViT the class token and the position embedding keep a share, as for
-    ``Report.conservation``. One forward and one backward pass per image, batched.
+    ``Report.conservation``. One forward and one backward pass per image, batched, with
+    the rules registered once (:func:`attribution_passes`).
     """
-    composite = composite or default_composite(model)
 
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with capture_head(model, detach=False) as captured, composite.context(model) as modified, torch.enable_grad():
-            logits = modified(x)
-            features = captured["features"]
-            contributions = detector.decompose(_outputs(model, features, logits).detach()).neurons
-            (relevance,) = torch.autograd.grad(features, x, grad_outputs=contributions.view_as(features).to(features))
-        return relevance.sum(dim=1)
+    def one_batch(run: AttributionPass) -> torch.Tensor:
+        return run.from_features(detector.decompose(run.outputs).neurons)
 
-    return _batched_maps(model, images, device, batch_size, one_batch)
+    return _batched_maps(model, images, device, batch_size, one_batch, composite=composite)
 
 
 def score_gradient_maps(
@@ -291,14 +379,10 @@ def score_gradient_maps(
     alternative to :func:`score_maps`, with the same sign (positive = more OOD).
     """
 
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with capture_head(model, detach=False) as captured, torch.enable_grad():
-            logits = model(x)
-            outlier_score = detector.decompose(_outputs(model, captured["features"], logits)).outlier_score
-            (gradient,) = torch.autograd.grad(outlier_score.sum(), x)
-        return (gradient * x).sum(dim=1)
+    def one_batch(run: AttributionPass) -> torch.Tensor:
+        return run.from_scalar(detector.decompose(run.graph_outputs).outlier_score.sum())
 
-    return _batched_maps(model, images, device, batch_size, one_batch)
+    return _batched_maps(model, images, device, batch_size, one_batch, method=GRADIENT_X_INPUT)
 
 
 def lrp_maps(
@@ -311,15 +395,11 @@ def lrp_maps(
     batch_size: int = 32,
 ) -> torch.Tensor:
     """Input LRP maps of the classifier's output relevance ``target`` (``Report.heatmap``), shape ``(N, H, W)``."""
-    composite = composite or default_composite(model)
 
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        with composite.context(model) as modified, torch.enable_grad():
-            logits = modified(x)
-            (relevance,) = torch.autograd.grad(logits, x, grad_outputs=output_relevance(logits.detach(), target))
-        return relevance.sum(dim=1)
+    def one_batch(run: AttributionPass) -> torch.Tensor:
+        return run.from_logits(output_relevance(run.outputs.logits, target))
 
-    return _batched_maps(model, images, device, batch_size, one_batch)
+    return _batched_maps(model, images, device, batch_size, one_batch, composite=composite)
 
 
 def token_relevance(

@@ -64,16 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from zennit.core import Composite
 
-from .attribution import (
-    GRADIENT_X_INPUT,
-    LRP,
-    Method,
-    concept_layer,
-    conditional_heatmaps,
-    default_composite,
-    score_gradient_maps,
-    score_maps,
-)
+from .attribution import GRADIENT_X_INPUT, LRP, Method, attribution_passes, concept_layer, conditional_heatmaps, default_composite
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import Decomposition, NeroDetector
 from .metrics import threshold_at_tpr
@@ -314,6 +305,38 @@ def reference_images(
     }
 
 
+def _report_maps(model: nn.Module, x: torch.Tensor, detector: NeroDetector, k: int, rank: Rank, composite: Composite,
+                 method: Method, layer: str, batch_size: int) -> dict:
+    """The outputs, top channels and maps of :func:`explain`, one forward pass per batch of images.
+
+    Per batch, the forward pass under the rules (:func:`~nero_lite.attribution.attribution_passes`)
+    gives the outputs NERO scores and decomposes; then one backward pass each gives the input map
+    (the predicted class), the score map (NERO's contributions; with gradient × input, the
+    gradient of the outlier score) and the k concept maps (NERO's output relevance masked to
+    one channel of ``layer``). Everything is returned on the CPU.
+    """
+    parts: dict[str, list] = {"outputs": [], "channels": [], "heatmap": [], "score_map": [], "concepts": []}
+    with attribution_passes(model, composite=composite, method=method, layer=layer) as run:
+        for start in range(0, len(x), batch_size):
+            forward = run(x[start : start + batch_size])
+            decomposition = detector.decompose(forward.outputs)
+            channels = top_channels(decomposition, k, rank)
+            logits = forward.outputs.logits
+            parts["outputs"].append(forward.outputs)
+            parts["channels"].append(channels)
+            parts["heatmap"].append(forward.from_logits(output_relevance(logits, "predicted")))
+            parts["score_map"].append(
+                forward.from_features(decomposition.neurons) if method == LRP
+                else forward.from_scalar(detector.decompose(forward.graph_outputs).outlier_score.sum())
+            )
+            parts["concepts"].append(forward.concepts(output_relevance(logits, detector.target), channels))
+    maps = {name: torch.cat(values).cpu() for name, values in parts.items() if name != "outputs"}
+    first = parts["outputs"][0]
+    maps["outputs"] = Outputs(torch.cat([o.features for o in parts["outputs"]]), torch.cat([o.logits for o in parts["outputs"]]),
+                              None, first.weight, first.bias)
+    return maps
+
+
 def explain(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
@@ -361,36 +384,22 @@ def explain(
     model = model.to(device).eval()
     pixels = image_tensor(images)
     n = len(pixels)
-    x = to_input(pixels, device)
-    outputs = extract(model, x, device, progress=False)
+    if n == 0:
+        return []
+    layer = concept_layer(model)
+    composite = composite or default_composite(model)
+    maps = _report_maps(model, to_input(pixels, device), detector, k, rank, composite, method, layer, batch_size)
+    if method == LRP and not all(torch.isfinite(maps[name]).all() for name in ("heatmap", "score_map", "concepts")):
+        warnings.warn("LRP gave non-finite relevance; falling back to gradient x input", RuntimeWarning, stacklevel=2)
+        method = GRADIENT_X_INPUT
+        maps = _report_maps(model, to_input(pixels, device), detector, k, rank, composite, method, layer, batch_size)
+    outputs, channels = maps["outputs"], maps["channels"]
     parts = detector.decompose(outputs)
     relevance = detector.relevance(outputs)[0]
-    channels = top_channels(parts, k, rank)
     k = channels.shape[1]
     predicted = outputs.predictions()
     head_input = head_relevance(outputs.features, outputs.weight, outputs.bias, target="predicted")[0].sum(dim=1)
     references_relevance = detector.centroid_relevance(parts.centroid).to(relevance)
-
-    # one batched CondAttribution pass: per image the full map (all channels) and k concepts
-    layer = concept_layer(model)
-    composite = composite or default_composite(model)
-    all_channels = list(range(relevance.shape[1]))
-    conditions, rows = [], []
-    nero_relevance = output_relevance(outputs.logits, detector.target)
-    predicted_relevance = output_relevance(outputs.logits, "predicted")
-    for i in range(n):
-        conditions += [all_channels] + [[c] for c in channels[i].tolist()]
-        rows += [predicted_relevance[i]] + [nero_relevance[i]] * k
-    repeated = x.repeat_interleave(k + 1, dim=0)
-    arguments = dict(layer=layer, composite=composite, batch_size=batch_size)
-    maps = conditional_heatmaps(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
-    score_map = score_maps(model, pixels, detector, composite=composite, device=device, batch_size=batch_size)
-    if method == LRP and not (torch.isfinite(maps).all() and torch.isfinite(score_map).all()):
-        warnings.warn("LRP gave non-finite relevance; falling back to gradient x input", RuntimeWarning, stacklevel=2)
-        method = GRADIENT_X_INPUT
-        maps = conditional_heatmaps(model, repeated, conditions, torch.stack(rows), method=method, **arguments)
-        score_map = score_gradient_maps(model, pixels, detector, device=device, batch_size=batch_size)
-    maps = maps.view(n, k + 1, *maps.shape[1:]).cpu()
 
     references: dict[int, ConceptReference] = {}
     if train_images is not None and n_references > 0:
@@ -437,14 +446,14 @@ def explain(
             contributions=numpy["neurons"][i, numpy["channels"][i]],
             deviations=numpy["deviation"][i, numpy["channels"][i]],
             rank=rank,
-            heatmap=maps[i, 0].numpy(),
-            score_map=score_map[i].numpy(),
-            concept_heatmaps=maps[i, 1:].numpy(),
+            heatmap=maps["heatmap"][i].numpy(),
+            score_map=maps["score_map"][i].numpy(),
+            concept_heatmaps=maps["concepts"][i].numpy(),
             references=[references[c] for c in numpy["channels"][i].tolist() if c in references],
             layer=layer,
             method=method,
-            conservation=float(maps[i, 0].sum() / numpy["head_input"][i]),
-            score_conservation=float(score_map[i].sum() / numpy["distance"][i]),
+            conservation=float(maps["heatmap"][i].sum() / numpy["head_input"][i]),
+            score_conservation=float(maps["score_map"][i].sum() / numpy["distance"][i]),
         )
         for i in range(n)
     ]

@@ -18,6 +18,9 @@ from nero_lite.attribution import (
     LRP,
     channel_relevance,
     concept_heatmaps,
+    concept_layer,
+    conditional_heatmaps,
+    default_composite,
     lrp_maps,
     score_gradient_maps,
     score_maps,
@@ -27,7 +30,7 @@ from nero_lite.explain import explain, fit_threshold, median_index
 from nero_lite.models import create_model, extract
 from nero_lite.outputs import Outputs
 from nero_lite.plots import plot_report, side_by_side
-from nero_lite.relevance import layer_relevance
+from nero_lite.relevance import layer_relevance, output_relevance
 from nero_lite.sanity import randomize_head, region_share
 
 matplotlib.use("Agg")
@@ -314,12 +317,35 @@ def test_score_gradient_maps_sum_to_the_derivative_along_the_input(resnet, image
 
 
 def test_lrp_maps_are_the_report_heatmap(resnet, images, train):
-    """Two routes: a plain composite backward pass and CondAttribution over all channels of layer4."""
     detector, _ = fitted(resnet, train)
     reports = explain(resnet, images[32:34], detector, threshold=0.0, k=1, device="cpu")
     maps = lrp_maps(resnet, images[32:34], device="cpu")
     np.testing.assert_allclose(maps.numpy(), np.stack([r.heatmap for r in reports]), rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(maps.numpy(), np.stack([r.heatmap for r in reports]), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["resnet_d", "vit"])
+def test_a_reports_maps_from_one_forward_pass_are_crps(arch, request, images, train):
+    """Two routes: the report's backward passes from one forward pass, and zennit-crp's
+    CondAttribution (a forward and backward pass per condition) for the same conditions."""
+    model = request.getfixturevalue(arch)
+    detector, _ = fitted(model, train)
+    x = images[32:35]
+    reports = explain(model, x, detector, threshold=0.0, k=3, device="cpu", batch_size=2)
+    channels = torch.tensor(np.stack([r.channels for r in reports]))
+    crp = concept_heatmaps(model, to_input(x), channels)
+    np.testing.assert_allclose(np.stack([r.concept_heatmaps for r in reports]), crp.numpy(), rtol=1e-4, atol=1e-6)
+    inputs = to_input(x)
+    with torch.no_grad():
+        predicted = output_relevance(model(inputs), "predicted")
+    width = detector.relevance(extract(model, inputs, "cpu", progress=False))[0].shape[1]
+    full = conditional_heatmaps(model, inputs, [list(range(width))] * len(x), predicted, layer=concept_layer(model),
+                                composite=default_composite(model))
+    np.testing.assert_allclose(np.stack([r.heatmap for r in reports]), full.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.stack([r.score_map for r in reports]), score_maps(model, x, detector, device="cpu").numpy(),
+                               rtol=1e-4, atol=1e-7)
+    # the scores come from the maps' forward pass (the rules change only the backward pass)
+    plain = detector.score(extract(model, inputs, "cpu", progress=False))
+    np.testing.assert_allclose([r.score for r in reports], plain.numpy(), rtol=1e-4)
 
 
 def test_vit_score_maps_are_finite(vit, images, train):
