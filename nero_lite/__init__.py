@@ -2,12 +2,13 @@
 
 Modules, in the order data flows through them:
 
+* :mod:`nero_lite.constants` — the names and numbers the command line offers before anything heavy is imported.
 * :mod:`nero_lite.synthetic` — the embedded synthetic endoscopy set, its finding masks and counterfactuals.
 * :mod:`nero_lite.data` — images, shortcut masking, the data sets and real-image loaders:
   ``data.images`` (``ImageSet``, ``to_input``), ``data.masking``,
   ``data.registry`` (the real data sets), ``data.folders`` (reading
   and splitting folders), ``data.caching`` and ``data.loaders`` (``load``).
-* :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries.
+* :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries, networks trained once (:func:`~nero_lite.cache.train_or_load`).
 * :mod:`nero_lite.progress` — every progress bar, and the one switch that hides them (``NERO_LITE_PROGRESS=0``).
 * :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
@@ -34,7 +35,7 @@ Modules, in the order data flows through them:
   :mod:`~nero_lite.semisup.plots`, and the paper's handwritten digits (:mod:`~nero_lite.semisup.digits`).
 * :mod:`nero_lite.plots` — the figures the book shows.
 * :mod:`nero_lite.bench` — detector metrics and NERO's throughput against a plain forward pass.
-* :mod:`nero_lite.bundle` — a fitted model, its detectors and thresholds kept on disk (:func:`~nero_lite.bundle.load_bundle`).
+* :mod:`nero_lite.bundle` — a fitted model, its preprocessing, detectors and thresholds, saved and loaded as one (:class:`~nero_lite.bundle.Bundle`).
 * :mod:`nero_lite.report` — the self-contained HTML report of flagged images.
 * :mod:`nero_lite.cli` — ``python -m nero_lite evaluate|fit|flag`` (``score`` is ``evaluate``): the pipeline on your own folders,
   one module per command (:mod:`~nero_lite.cli.evaluate`, :mod:`~nero_lite.cli.fit`, :mod:`~nero_lite.cli.flag`), with

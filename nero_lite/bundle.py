@@ -1,6 +1,6 @@
 """A fitted bundle: the classifier, its preprocessing, the fitted detectors and their thresholds, in one folder.
 
-``python -m nero_lite fit`` writes one (:func:`save_bundle`) and ``python -m nero_lite flag``
+``python -m nero_lite fit`` writes one (:meth:`Bundle.save`) and ``python -m nero_lite flag``
 reads it back (:func:`load_bundle`) to flag new images; from Python::
 
     bundle = load_bundle("bundle/")
@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,40 +54,40 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .version import __version__
 from . import detectors as _detectors
-from .cache import atomic_write, sha256
 from .attribution import score_maps
-from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, image_tensor, mask_shortcut, to_input
+from .cache import atomic_write, sha256
+from .constants import POOL_PER_CLASS
+from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, Preprocessing, to_input
 from .detectors import Detector, NeroDetector
 from .explain import Report, explain, top_channels
 from .models import create_model, extract, resolve_device
 from .progress import bar as progress_bar
+from .version import __version__
 
 __all__ = [
     "BUNDLE_FILE",
     "CONCEPTS",
     "FORMAT_VERSION",
-    "REFERENCES_PER_CLASS",
+    "POOL_PER_CLASS",
     "REFERENCE_PATCHES",
     "TOP_NEURONS",
     "Bundle",
     "BundleScores",
     "current_versions",
     "load_bundle",
-    "preprocess",
     "reference_pool",
     "save_bundle",
 ]
 
-#: Version of the bundle layout that :func:`save_bundle` writes and :func:`load_bundle` reads.
+#: Version of the bundle layout that :meth:`Bundle.save` writes and :meth:`Bundle.load` reads.
 FORMAT_VERSION = 1
 #: The file that completes a bundle folder, written last.
 BUNDLE_FILE = "bundle.json"
 #: Neurons per image that :meth:`Bundle.score` lists as NERO's top contributors.
 TOP_NEURONS = 5
-#: Training images per class that ``fit`` keeps in the bundle's reference pool (:func:`reference_pool`).
-REFERENCES_PER_CLASS = 32
+#: Training images per class that ``fit`` keeps in the bundle's pool of reference images (:func:`reference_pool`).
+POOL_PER_CLASS = POOL_PER_CLASS
 #: Concepts (NERO neurons, channels of the concept layer) :meth:`Bundle.reports` explains per image.
 CONCEPTS = 3
 #: Reference patches per concept that :meth:`Bundle.reports` finds in the pool.
@@ -97,25 +98,24 @@ _DETECTOR_FOLDER = "detectors"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def __getattr__(name: str):
+    """The names of the previous release, with a deprecation warning: ``REFERENCES_PER_CLASS``, ``preprocess``."""
+    if name == "REFERENCES_PER_CLASS":
+        warnings.warn("nero_lite.bundle.REFERENCES_PER_CLASS is now POOL_PER_CLASS", DeprecationWarning, stacklevel=2)
+        return POOL_PER_CLASS
+    if name == "preprocess":
+        warnings.warn("nero_lite.bundle.preprocess(images, size, mask_corner, mask_text) is now "
+                      "nero_lite.data.Preprocessing(size, mask_corner, mask_text).apply(images)", DeprecationWarning, stacklevel=2)
+        return lambda images, size, mask_corner, mask_text: Preprocessing(size, mask_corner, mask_text).apply(images)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def current_versions() -> dict[str, str]:
     """The versions of nero_lite, torch and timm running now (recorded in every bundle)."""
     return {"nero_lite": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
-def preprocess(images: ImageSet | torch.Tensor, size: int, mask_corner: bool, mask_text: bool) -> torch.Tensor:
-    """uint8 ``N×3×size×size`` images with the lower-left corner and the left text strip
-    blacked out as asked (:func:`~nero_lite.data.mask_shortcut`, the fractions of
-    :mod:`nero_lite.data`); masking twice changes nothing. Other sizes are refused."""
-    pixels = image_tensor(images)
-    if tuple(pixels.shape[-2:]) != (size, size):
-        raise ValueError(f"the bundle takes {size}×{size} images, got {tuple(pixels.shape[-2:])}")
-    if not (mask_corner or mask_text):
-        return pixels
-    return mask_shortcut(pixels, corner=CORNER_FRACTION if mask_corner else 0.0,
-                         text_margin=TEXT_MARGIN_FRACTION if mask_text else 0.0)
-
-
-def reference_pool(images: ImageSet, per_class: int = REFERENCES_PER_CLASS, seed: int = 0) -> ImageSet:
+def reference_pool(images: ImageSet, per_class: int = POOL_PER_CLASS, seed: int = 0) -> ImageSet:
     """A seeded choice of at most ``per_class`` images of each class of ``images``, in their order.
 
     The training images a bundle keeps so that its concepts can be shown on the images that
@@ -160,35 +160,64 @@ class BundleScores:
     top_contributions: torch.Tensor | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Bundle:
-    """A classifier with its preprocessing, fitted detectors and thresholds (:func:`load_bundle`).
+    """A classifier with its preprocessing, fitted detectors and thresholds, built by keyword.
 
-    ``model`` is in eval mode; images are masked as in training (``mask_corner``,
-    ``mask_text``: :func:`~nero_lite.data.mask_shortcut`) and normalised with
+    ``model`` is in eval mode; images are resized and masked as in training
+    (``preprocessing``: :class:`~nero_lite.data.Preprocessing`) and normalised with
     :data:`~nero_lite.data.MEAN` and :data:`~nero_lite.data.STD`
     (:func:`~nero_lite.data.to_input`). ``thresholds`` maps a detector name to the score
     below which an image is flagged (``fit`` sets it at 95 % ID TPR on validation images).
-    ``references`` is the reference pool (:func:`reference_pool`, preprocessed), or ``None``
-    for a bundle saved without one: :meth:`reports` then finds no reference patches.
+    ``pool`` is the pool of reference images (:func:`reference_pool`, preprocessed here), or
+    ``None``: :meth:`reports` then finds no reference patches. :meth:`save` writes the
+    bundle into a folder and :meth:`load` (or :func:`load_bundle`) reads it back, as
+    detectors do. Detector names are letters, digits, ``_`` and ``-``; thresholds name
+    detectors of the bundle; the pool holds images of ``classes``.
     """
 
     model: nn.Module
     arch: str
-    size: int
-    mask_corner: bool
-    mask_text: bool
+    preprocessing: Preprocessing
     classes: list[str]
     detectors: dict[str, Detector]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float] = field(default_factory=dict)
     train_fingerprint: str
     versions: dict[str, str] = field(default_factory=current_versions)
     info: dict = field(default_factory=dict)
-    references: ImageSet | None = None
+    pool: ImageSet | None = None
+
+    def __post_init__(self):
+        bad = [name for name in self.detectors if not _NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"detector names must be letters, digits, _ and -: {bad}")
+        unknown = sorted(set(self.thresholds) - set(self.detectors))
+        if unknown:
+            raise ValueError(f"thresholds for detectors that are not in the bundle: {unknown}")
+        self.classes, self.detectors, self.thresholds = list(self.classes), dict(self.detectors), dict(self.thresholds)
+        if self.pool is not None:
+            if self.pool.classes != self.classes:
+                raise ValueError(f"the reference pool has classes {self.pool.classes}, the bundle {self.classes}")
+            self.pool = ImageSet(self.preprocessing.apply(self.pool), self.pool.labels, self.pool.classes)
+        self.model.eval()
+
+    @property
+    def size(self) -> int:
+        """The side of the images the bundle takes (``preprocessing.size``)."""
+        return self.preprocessing.size
+
+    @property
+    def references(self) -> ImageSet | None:
+        """Deprecated name of :attr:`pool` (a reference meant four things; the pool of images is ``pool``)."""
+        warnings.warn("Bundle.references is now Bundle.pool", DeprecationWarning, stacklevel=2)
+        return self.pool
 
     def preprocess(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
-        """The uint8 images masked as the training images were (:func:`preprocess`); they must be SIZE×SIZE."""
-        return preprocess(images, self.size, self.mask_corner, self.mask_text)
+        """The uint8 images masked as the training images were (:meth:`~nero_lite.data.Preprocessing.apply`); they must be SIZE×SIZE."""
+        try:
+            return self.preprocessing.apply(images)
+        except ValueError as error:
+            raise ValueError(f"the bundle takes {self.size}×{self.size} images: {error}") from None
 
     def score(self, images: ImageSet | torch.Tensor, batch_size: int = 256, device: str | torch.device = "auto",
               progress: bool = True) -> BundleScores:
@@ -225,6 +254,110 @@ class Bundle:
             top_contributions=torch.cat(contributions) if contributions else None,
         )
 
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write the bundle to ``folder`` (created if needed; layout: the module docstring).
+
+        Written as a set: every file goes into a staging folder inside ``folder`` first; a
+        failure there leaves an earlier bundle in ``folder`` whole. Then the old ``bundle.json``
+        is removed, the files are renamed into place and the new ``bundle.json`` comes last, so
+        a write killed among the renames leaves a folder :meth:`load` calls incomplete,
+        never a mix. Detectors must be fitted.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".nero_lite-"))
+        prep = self.preprocessing
+        try:
+            state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
+            save_file(state, staging / _MODEL_FILE)
+            entries = {}
+            for name, detector in self.detectors.items():
+                relative = f"{_DETECTOR_FOLDER}/{name}.safetensors"
+                detector.save(staging / relative)
+                entries[name] = {"file": relative, "sha256": sha256(staging / relative), "threshold": self.thresholds.get(name)}
+            (staging / _DETECTOR_FOLDER).mkdir(exist_ok=True)
+            if self.pool is not None:
+                save_file({"images": self.pool.images.contiguous(), "labels": self.pool.labels.contiguous()},
+                          staging / _REFERENCE_FILE)
+            document = {
+                "format_version": FORMAT_VERSION,
+                "arch": self.arch,
+                "classes": self.classes,
+                "preprocessing": {"size": prep.size, "mask_corner": prep.mask_corner, "mask_text": prep.mask_text,
+                                  "corner_fraction": CORNER_FRACTION, "text_margin_fraction": TEXT_MARGIN_FRACTION,
+                                  "mean": list(MEAN), "std": list(STD)},
+                "model": {"file": _MODEL_FILE, "sha256": sha256(staging / _MODEL_FILE)},
+                "detectors": entries,
+                **({"references": {"file": _REFERENCE_FILE, "sha256": sha256(staging / _REFERENCE_FILE),
+                                   "count": len(self.pool)}} if self.pool is not None else {}),
+                "train_fingerprint": self.train_fingerprint,
+                "versions": self.versions,
+                "info": self.info,
+            }
+            text = json.dumps(document, indent=1)
+            (folder / BUNDLE_FILE).unlink(missing_ok=True)
+            os.replace(staging / _MODEL_FILE, folder / _MODEL_FILE)
+            shutil.rmtree(folder / _DETECTOR_FOLDER, ignore_errors=True)
+            os.replace(staging / _DETECTOR_FOLDER, folder / _DETECTOR_FOLDER)
+            if self.pool is not None:
+                os.replace(staging / _REFERENCE_FILE, folder / _REFERENCE_FILE)
+            else:  # an earlier bundle's pool must not pass for this one's
+                (folder / _REFERENCE_FILE).unlink(missing_ok=True)
+            atomic_write(folder / BUNDLE_FILE, lambda temp: Path(temp).write_text(text))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Bundle:
+        """The bundle saved in ``folder`` by :meth:`save`, its model in eval mode on the CPU.
+
+        Raises :class:`FileNotFoundError` when there is no such folder, and :class:`ValueError`
+        (one line, naming the folder) when ``bundle.json`` is missing (an incomplete bundle),
+        unreadable or of another format version, when a file it names is missing or fails its
+        SHA-256, when the preprocessing differs from this nero_lite's, or when the model, a
+        detector or the reference pool cannot be rebuilt. A bundle without a reference pool
+        (written before ``fit`` kept one) loads with ``pool=None``.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no bundle folder at {folder}")
+        if not (folder / BUNDLE_FILE).is_file():
+            raise ValueError(f"{folder} is not a complete bundle: it has no {BUNDLE_FILE} (write it with `python -m nero_lite fit`)")
+        try:
+            document = json.loads((folder / BUNDLE_FILE).read_text())
+            version = document["format_version"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            raise ValueError(f"{folder} is damaged: {BUNDLE_FILE} is not valid JSON with a format_version") from None
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{folder} is a bundle of format version {version!r}; this nero_lite reads {FORMAT_VERSION}")
+        try:
+            prep, classes, arch = document["preprocessing"], list(document["classes"]), document["arch"]
+            size = int(prep["size"])
+            model_entry, detector_entries = document["model"], document["detectors"]
+            fingerprint, versions, info = document["train_fingerprint"], document["versions"], document["info"]
+            if (tuple(prep["mean"]), tuple(prep["std"])) != (MEAN, STD) or (
+                prep["corner_fraction"], prep["text_margin_fraction"]) != (CORNER_FRACTION, TEXT_MARGIN_FRACTION):
+                raise ValueError(f"{folder} was saved with a normalisation or masking that this nero_lite does not apply")
+            model_path = _checked_file(folder, model_entry, "model")
+            paths = {name: _checked_file(folder, entry, f"detector {name}") for name, entry in detector_entries.items()}
+            pool_path = _checked_file(folder, document["references"], "reference pool") if "references" in document else None
+            thresholds = {name: entry["threshold"] for name, entry in detector_entries.items() if entry["threshold"] is not None}
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{folder} is damaged: {BUNDLE_FILE} lacks an entry ({error})") from None
+        model = create_model(arch, len(classes), size)
+        try:
+            model.load_state_dict(load_file(model_path))
+        except Exception as error:  # safetensors' and torch's own errors: the reason only
+            raise ValueError(f"{folder}: the model cannot be rebuilt as {arch} of {len(classes)} classes ({type(error).__name__})") from None
+        try:
+            fitted = {name: _detectors.load(path) for name, path in paths.items()}
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"{folder} is damaged: {str(error).splitlines()[0]}") from None
+        pool = _read_references(folder, pool_path, classes, size) if pool_path is not None else None
+        preprocessing = Preprocessing(size, bool(prep["mask_corner"]), bool(prep["mask_text"]))
+        return cls(model=model, arch=arch, preprocessing=preprocessing, classes=classes, detectors=fitted,
+                   thresholds=thresholds, train_fingerprint=fingerprint, versions=dict(versions), info=dict(info), pool=pool)
+
     def _nero(self) -> NeroDetector:
         """The bundle's NERO detector, which every explanation takes apart; a clear error without one."""
         nero = self.detectors.get("nero")
@@ -256,7 +389,7 @@ class Bundle:
         pixels = self.preprocess(images)
         device = resolve_device(device)
         model = self.model.to(device).eval()
-        pool = self.references
+        pool = self.pool
         pool_outputs = extract(model, pool, device, progress=False) if pool is not None and len(pool) else None
         reports: list[Report] = []
         bar = progress_bar(total=len(pixels), desc="explain", unit="img", show=progress and len(pixels) > batch_size)
@@ -268,87 +401,6 @@ class Bundle:
             bar.update(len(batch))
         bar.close()
         return reports
-
-
-def save_bundle(
-    folder: str | os.PathLike,
-    model: nn.Module,
-    arch: str,
-    size: int,
-    mask_corner: bool,
-    mask_text: bool,
-    classes: list[str],
-    detectors: dict[str, Detector],
-    thresholds: dict[str, float],
-    train_fingerprint: str,
-    info: dict | None = None,
-    references: ImageSet | None = None,
-) -> Bundle:
-    """Write a bundle to ``folder`` (created if needed; layout: the module docstring); returns it.
-
-    Written as a set: every file goes into a staging folder inside ``folder`` first; a
-    failure there leaves an earlier bundle in ``folder`` whole. Then the old ``bundle.json``
-    is removed, the files are renamed into place and the new ``bundle.json`` comes last, so
-    a write killed among the renames leaves a folder :func:`load_bundle` calls incomplete,
-    never a mix. Detectors must be fitted; names are letters, digits, ``_`` and ``-``.
-    ``references``, the reference pool (:func:`reference_pool`), must be of ``classes``
-    at ``size``; it is preprocessed (masked) as scoring does before it is written.
-    """
-    bad = [name for name in detectors if not _NAME.fullmatch(name)]
-    if bad:
-        raise ValueError(f"detector names must be letters, digits, _ and -: {bad}")
-    unknown = sorted(set(thresholds) - set(detectors))
-    if unknown:
-        raise ValueError(f"thresholds for detectors that are not in the bundle: {unknown}")
-    if references is not None:
-        if references.classes != list(classes):
-            raise ValueError(f"the reference pool has classes {references.classes}, the bundle {list(classes)}")
-        references = ImageSet(preprocess(references, size, mask_corner, mask_text), references.labels, references.classes)
-    bundle = Bundle(model.eval(), arch, size, mask_corner, mask_text, list(classes), dict(detectors),
-                    dict(thresholds), train_fingerprint, current_versions(), dict(info or {}), references)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".nero_lite-"))
-    try:
-        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-        save_file(state, staging / _MODEL_FILE)
-        entries = {}
-        for name, detector in detectors.items():
-            relative = f"{_DETECTOR_FOLDER}/{name}.safetensors"
-            detector.save(staging / relative)
-            entries[name] = {"file": relative, "sha256": sha256(staging / relative), "threshold": thresholds.get(name)}
-        (staging / _DETECTOR_FOLDER).mkdir(exist_ok=True)
-        if references is not None:
-            save_file({"images": references.images.contiguous(), "labels": references.labels.contiguous()},
-                      staging / _REFERENCE_FILE)
-        document = {
-            "format_version": FORMAT_VERSION,
-            "arch": arch,
-            "classes": bundle.classes,
-            "preprocessing": {"size": size, "mask_corner": mask_corner, "mask_text": mask_text,
-                              "corner_fraction": CORNER_FRACTION, "text_margin_fraction": TEXT_MARGIN_FRACTION,
-                              "mean": list(MEAN), "std": list(STD)},
-            "model": {"file": _MODEL_FILE, "sha256": sha256(staging / _MODEL_FILE)},
-            "detectors": entries,
-            **({"references": {"file": _REFERENCE_FILE, "sha256": sha256(staging / _REFERENCE_FILE),
-                               "count": len(references)}} if references is not None else {}),
-            "train_fingerprint": train_fingerprint,
-            "versions": bundle.versions,
-            "info": bundle.info,
-        }
-        text = json.dumps(document, indent=1)
-        (folder / BUNDLE_FILE).unlink(missing_ok=True)
-        os.replace(staging / _MODEL_FILE, folder / _MODEL_FILE)
-        shutil.rmtree(folder / _DETECTOR_FOLDER, ignore_errors=True)
-        os.replace(staging / _DETECTOR_FOLDER, folder / _DETECTOR_FOLDER)
-        if references is not None:
-            os.replace(staging / _REFERENCE_FILE, folder / _REFERENCE_FILE)
-        else:  # an earlier bundle's pool must not pass for this one's
-            (folder / _REFERENCE_FILE).unlink(missing_ok=True)
-        atomic_write(folder / BUNDLE_FILE, lambda temp: Path(temp).write_text(text))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return bundle
 
 
 def _checked_file(folder: Path, entry: dict, what: str) -> Path:
@@ -377,50 +429,17 @@ def _read_references(folder: Path, path: Path, classes: list[str], size: int) ->
 
 
 def load_bundle(folder: str | os.PathLike) -> Bundle:
-    """The bundle saved in ``folder`` by :func:`save_bundle`, its model in eval mode on the CPU.
+    """The bundle saved in ``folder`` (:meth:`Bundle.load`): ``nero_lite.load_bundle("bundle/")``."""
+    return Bundle.load(folder)
 
-    Raises :class:`FileNotFoundError` when there is no such folder, and :class:`ValueError`
-    (one line, naming the folder) when ``bundle.json`` is missing (an incomplete bundle),
-    unreadable or of another format version, when a file it names is missing or fails its
-    SHA-256, when the preprocessing differs from this nero_lite's, or when the model, a
-    detector or the reference pool cannot be rebuilt. A bundle without a reference pool
-    (written before ``fit`` kept one) loads with ``references=None``.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no bundle folder at {folder}")
-    if not (folder / BUNDLE_FILE).is_file():
-        raise ValueError(f"{folder} is not a complete bundle: it has no {BUNDLE_FILE} (write it with `python -m nero_lite fit`)")
-    try:
-        document = json.loads((folder / BUNDLE_FILE).read_text())
-        version = document["format_version"]
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-        raise ValueError(f"{folder} is damaged: {BUNDLE_FILE} is not valid JSON with a format_version") from None
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{folder} is a bundle of format version {version!r}; this nero_lite reads {FORMAT_VERSION}")
-    try:
-        prep, classes, arch = document["preprocessing"], list(document["classes"]), document["arch"]
-        size = int(prep["size"])
-        model_entry, detector_entries = document["model"], document["detectors"]
-        fingerprint, versions, info = document["train_fingerprint"], document["versions"], document["info"]
-        if (tuple(prep["mean"]), tuple(prep["std"])) != (MEAN, STD) or (
-            prep["corner_fraction"], prep["text_margin_fraction"]) != (CORNER_FRACTION, TEXT_MARGIN_FRACTION):
-            raise ValueError(f"{folder} was saved with a normalisation or masking that this nero_lite does not apply")
-        model_path = _checked_file(folder, model_entry, "model")
-        paths = {name: _checked_file(folder, entry, f"detector {name}") for name, entry in detector_entries.items()}
-        pool_path = _checked_file(folder, document["references"], "reference pool") if "references" in document else None
-        thresholds = {name: entry["threshold"] for name, entry in detector_entries.items() if entry["threshold"] is not None}
-    except (KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{folder} is damaged: {BUNDLE_FILE} lacks an entry ({error})") from None
-    model = create_model(arch, len(classes), size)
-    try:
-        model.load_state_dict(load_file(model_path))
-    except Exception as error:  # safetensors' and torch's own errors: the reason only
-        raise ValueError(f"{folder}: the model cannot be rebuilt as {arch} of {len(classes)} classes ({type(error).__name__})") from None
-    try:
-        fitted = {name: _detectors.load(path) for name, path in paths.items()}
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"{folder} is damaged: {str(error).splitlines()[0]}") from None
-    references = _read_references(folder, pool_path, classes, size) if pool_path is not None else None
-    return Bundle(model.eval(), arch, size, bool(prep["mask_corner"]), bool(prep["mask_text"]), classes, fitted,
-                  thresholds, fingerprint, dict(versions), dict(info), references)
+
+def save_bundle(folder: str | os.PathLike, model: nn.Module, arch: str, size: int, mask_corner: bool, mask_text: bool,
+                classes: list[str], detectors: dict[str, Detector], thresholds: dict[str, float], train_fingerprint: str,
+                info: dict | None = None, references: ImageSet | None = None) -> Bundle:
+    """Deprecated: build a :class:`Bundle` by keyword and call :meth:`Bundle.save`."""
+    warnings.warn("save_bundle(folder, ...) is deprecated: use Bundle(...).save(folder)", DeprecationWarning, stacklevel=2)
+    bundle = Bundle(model=model, arch=arch, preprocessing=Preprocessing(size, mask_corner, mask_text), classes=classes,
+                    detectors=detectors, thresholds=thresholds, train_fingerprint=train_fingerprint, info=dict(info or {}),
+                    pool=references)
+    bundle.save(folder)
+    return bundle

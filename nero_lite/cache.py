@@ -19,20 +19,28 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 __all__ = [
     "STALE_AFTER_S",
     "TEMP_SUFFIX",
+    "TRAINED_VERSION",
+    "Trained",
     "atomic_write",
     "cache_dir",
     "fingerprint",
+    "key_digest",
+    "keyed_path",
     "read_entry",
     "remove_stale_temp_files",
     "sha256",
+    "train_or_load",
     "write_entry",
 ]
 
@@ -40,6 +48,8 @@ __all__ = [
 TEMP_SUFFIX = ".tmp"
 #: A temporary file older than this (seconds) belongs to a write that was killed.
 STALE_AFTER_S = 3600.0
+#: The ``"version"`` in the key of every trained network (:func:`train_or_load`); 2: entries carry a checksum.
+TRAINED_VERSION = "2"
 
 
 def cache_dir(create: bool = True) -> Path:
@@ -148,3 +158,51 @@ def read_entry(path: Path, read: Callable[[Path], Any]) -> tuple[Any, dict] | No
         path.unlink(missing_ok=True)
         _sidecar(path).unlink(missing_ok=True)
         return None
+
+
+def key_digest(key: dict) -> str:
+    """The first 16 hex digits of the SHA-1 of ``key`` as JSON with sorted keys: the name of its entry."""
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def keyed_path(folder: str, name: str, key: dict, suffix: str = ".safetensors") -> Path:
+    """Where the cache entry of ``key`` lives: ``cache_dir() / folder / f"{name}-{key_digest(key)}{suffix}"``."""
+    return cache_dir(create=False) / folder / f"{name}-{key_digest(key)}{suffix}"
+
+
+@dataclass
+class Trained:
+    """A network from :func:`train_or_load`, with its per-epoch ``history``, its training ``seconds`` and whether it came from the cache."""
+
+    network: nn.Module
+    history: list[dict]
+    seconds: float
+    from_cache: bool
+
+
+def train_or_load(
+    path: Path, key: dict, build: Callable[[bool], nn.Module], train: Callable[[nn.Module], list[dict]], cache: bool = True
+) -> Trained:
+    """The network trained for ``key``: its weights loaded from the entry at ``path``, or trained and stored there.
+
+    ``build(for_loading)`` makes the network: with ``for_loading`` true, only the
+    architecture the cached weights are loaded into; otherwise the starting point of
+    ``train(network)``, which trains it in place and returns its history. The weights are
+    stored as safetensors, the key, history and seconds in the sidecar (:func:`write_entry`),
+    both trainers of the package use it (:func:`nero_lite.models.train_classifier`, the
+    networks of :mod:`nero_lite.semisup`). ``cache=False`` neither reads nor writes.
+    """
+    entry = read_entry(path, load_file) if cache else None
+    if entry is not None:
+        state, meta = entry
+        network = build(True)
+        network.load_state_dict(state)
+        return Trained(network, meta["history"], meta["seconds"], True)
+    network = build(False)
+    start = time.perf_counter()
+    history = train(network)
+    seconds = time.perf_counter() - start
+    if cache:
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        write_entry(path, lambda temp: save_file(state, temp), {"key": key, "history": history, "seconds": seconds})
+    return Trained(network, history, seconds, False)

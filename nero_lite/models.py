@@ -28,9 +28,6 @@ recipe (Chhetri et al., MICCAI 2025, ``model_training/train.py`` of the official
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -40,12 +37,12 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from safetensors.torch import load_file, save_file
 from timm.models import load_state_dict
 from torch import nn
 from torchvision.transforms import v2
 
-from .cache import cache_dir, fingerprint, read_entry, sha256, write_entry
+from .cache import TRAINED_VERSION, fingerprint, keyed_path, sha256, train_or_load
+from .constants import ARCHITECTURES
 from .data import ImageSet, to_input
 from .outputs import Outputs
 from .progress import bar as progress_bar
@@ -69,8 +66,6 @@ __all__ = [
     "train_epochs",
 ]
 
-#: The architectures :func:`create_model` names (any timm model name is accepted too); the first is the default.
-ARCHITECTURES = ("resnet18d", "resnet18", "vit", "deit_small")
 #: The timm model and pretrained tag each named architecture loads with ``pretrained=True``
 #: (``resnet18.tv_in1k`` is torchvision's ImageNet ResNet-18, the NERO paper's starting point).
 PRETRAINED_TAGS = {
@@ -79,7 +74,6 @@ PRETRAINED_TAGS = {
     "vit": "deit_tiny_patch16_224.fb_in1k",
     "deit_small": "deit_small_patch16_224.fb_in1k",
 }
-_CACHE_VERSION = "2"  # 2: entries carry a checksum (nero_lite.cache)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -430,7 +424,7 @@ def train_classifier(
     num_classes = len(data.classes)
     img_size = data.images.shape[-1]
     key = {
-        "version": _CACHE_VERSION,
+        "version": TRAINED_VERSION,
         "data": fingerprint(data.images, data.labels),
         "arch": arch,
         "recipe": recipe.key(),
@@ -440,53 +434,43 @@ def train_classifier(
     }
     if pretrained or weights is not None:
         key["init"] = f"timm:{PRETRAINED_TAGS.get(arch, arch)}" if pretrained else f"file:{sha256(Path(weights))}"
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    weights_path = cache_dir(create=False) / "models" / f"{arch}-{digest}.safetensors"
+
+    def build(for_loading: bool) -> nn.Module:
+        if for_loading:
+            return create_model(arch, num_classes, img_size)
+        return create_model(arch, num_classes, img_size, pretrained=pretrained, weights=weights).to(device)
+
+    def train(model: nn.Module) -> list[dict]:
+        generator = torch.Generator().manual_seed(seed)
+        optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        steps_per_epoch = int(np.ceil(len(data) / recipe.batch_size))
+        scheduler = None
+        if recipe.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
+            )
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step(idx: torch.Tensor) -> tuple[torch.Tensor, int, dict[str, int]]:
+            x = data.images[idx]
+            if recipe.augment:
+                x = augment(x, generator, recipe)
+            y = data.labels[idx].to(device)
+            logits = model(to_input(x, device))
+            return loss_fn(logits, y), len(idx), {"train_accuracy": (logits.argmax(1) == y).sum().item()}
+
+        return train_epochs(
+            model, optimizer, recipe.epochs, lambda: torch.randperm(len(data), generator=generator).split(recipe.batch_size),
+            step, scheduler=scheduler, desc=f"train {arch}", progress=progress,
+        )  # fmt: skip
 
     torch.manual_seed(seed)
-    entry = read_entry(weights_path, load_file) if cache else None
-    if entry is not None:
-        state, meta = entry
-        model = create_model(arch, num_classes, img_size)
-        model.load_state_dict(state)
-        model.training_history = meta["history"]
-        model.from_cache = True
-        return model.to(device).eval()
-
-    model = create_model(arch, num_classes, img_size, pretrained=pretrained, weights=weights)
-    model.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps_per_epoch = int(np.ceil(len(data) / recipe.batch_size))
-    scheduler = None
-    if recipe.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
-        )
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(idx: torch.Tensor) -> tuple[torch.Tensor, int, dict[str, int]]:
-        x = data.images[idx]
-        if recipe.augment:
-            x = augment(x, generator, recipe)
-        y = data.labels[idx].to(device)
-        logits = model(to_input(x, device))
-        return loss_fn(logits, y), len(idx), {"train_accuracy": (logits.argmax(1) == y).sum().item()}
-
-    start = time.perf_counter()
-    history = train_epochs(
-        model, optimizer, recipe.epochs, lambda: torch.randperm(len(data), generator=generator).split(recipe.batch_size),
-        step, scheduler=scheduler, desc=f"train {arch}", progress=progress,
-    )  # fmt: skip
-    model.eval()
-    model.training_history = history
-    model.from_cache = False
-    if cache:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        meta = {"key": key, "history": history, "seconds": time.perf_counter() - start}
-        write_entry(weights_path, lambda temp: save_file(state, temp), meta)
-    return model
+    trained = train_or_load(keyed_path("models", arch, key), key, build, train, cache)
+    model = trained.network
+    model.training_history = trained.history
+    model.from_cache = trained.from_cache
+    return model.to(device).eval()
 
 
 @torch.no_grad()

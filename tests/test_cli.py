@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from image_folders import colour_tree, draw, one_line_error
-from nero_lite import cli, detectors, models
+from nero_lite import cli, compare, detectors, models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,9 +246,12 @@ def _state_file(path: Path, num_classes: int) -> Path:
 
 
 def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatch):
-    monkeypatch.setattr(cli.common, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
+    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
+    built, create = [], models.create_model
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: built.append(a) or create(*a, **k))
     weights = _state_file(tree / "mine.safetensors", num_classes=3)
     assert cli.main(_args(tree, "--arch", "resnet18", "--weights", str(weights), "--detectors", "msp")) == 0
+    assert len(built) == 1  # the model built to check --weights is the one used
     assert "as it is" in capsys.readouterr().err
     run = json.loads((tree / "out" / "run.json").read_text())
     assert run["model_used_as_is"] and run["options"]["weights"] == str(weights)
@@ -256,20 +259,20 @@ def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatc
 
 def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkeypatch):
     seen = {}
-    real = cli.common.train_classifier
+    real = models.train_classifier
 
     def spy(data, arch, recipe, **kwargs):
         seen.update(recipe=recipe, **kwargs)
         return real(data, arch, recipe, **kwargs)
 
-    monkeypatch.setattr(cli.common, "train_classifier", spy)
-    real_compare = cli.evaluate.compare_detectors
+    monkeypatch.setattr(models, "train_classifier", spy)
+    real_compare = compare.compare_detectors
 
     def compare_spy(outputs, splits, created, **kwargs):
         seen.update(react=dict(vars(created["react"])))  # before fitting: the hyperparameters
         return real_compare(outputs, splits, created, **kwargs)
 
-    monkeypatch.setattr(cli.evaluate, "compare_detectors", compare_spy)
+    monkeypatch.setattr(compare, "compare_detectors", compare_spy)
     weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
     argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--preset", "reference",
                  "--detectors", "msp,react")
@@ -284,7 +287,7 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
 def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypatch):
     import torch
 
-    monkeypatch.setattr(cli.common, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
+    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
     assert "--weights: weights file not found" in one_line_error(_args(tree, "--weights", str(tree / "absent.pt")), capsys)
     torch.save({"model": object()}, tree / "pickled.pt")
     assert "is not a safetensors or weights-only" in one_line_error(_args(tree, "--weights", str(tree / "pickled.pt")), capsys)
@@ -312,6 +315,32 @@ def test_help_documents_every_option(capsys):
     top = subprocess.run([sys.executable, "-m", "nero_lite", "--help"], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout
     assert "evaluate (score)" in top
+
+
+def test_help_and_usage_errors_import_no_torch():
+    """Parsing loads nothing heavy: --help and a one-line usage error come before torch, timm or pandas."""
+    probe = (
+        "import sys\n"
+        "from nero_lite.cli import main\n"
+        "for argv in (['--help'], ['fit', '--help'], ['flag', '--help'], ['evaluate', '--train', 'x'], ['fit', '--detectors', 'nope']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code in (0, 2), done.code\n"
+        "print(sorted(m for m in ('torch', 'timm', 'pandas', 'numpy', 'zennit', 'PIL') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert "unknown detector(s) nope" in run.stderr
+
+
+def test_the_names_the_parser_offers_are_the_packages():
+    from nero_lite import constants, data
+    from nero_lite.detectors import presets
+
+    assert tuple(detectors.available()) == constants.DETECTORS
+    assert models.ARCHITECTURES is constants.ARCHITECTURES and presets.PRESETS is constants.PRESETS
+    assert (data.CORNER_FRACTION, data.TEXT_MARGIN_FRACTION) == (constants.CORNER_FRACTION, constants.TEXT_MARGIN_FRACTION)
 
 
 # --------------------------------------------------------------------------- evaluate: score's files and report.html

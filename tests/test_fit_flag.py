@@ -17,7 +17,7 @@ from PIL import Image
 from image_folders import colour_tree, one_line_error
 from nero_lite import bundle as bundles
 from nero_lite import cli
-from nero_lite.data import read_imagefolder
+from nero_lite.data import Preprocessing, read_imagefolder
 
 
 def fit_args(root: Path, *extra: str) -> list[str]:
@@ -32,13 +32,13 @@ def fitted(tmp_path_factory, one_torch_thread):
     saved = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERO_LITE_CACHE", str(root / "cache"))
-        real = cli.fit.save_bundle
+        real = bundles.Bundle.save
 
-        def spy(folder, model, *args, **kwargs):
-            saved.update(model=model, args=args, kwargs=kwargs)
-            return real(folder, model, *args, **kwargs)
+        def spy(bundle, folder):
+            saved.update(bundle=bundle, pool=bundle.pool)
+            return real(bundle, folder)
 
-        patch.setattr(cli.fit, "save_bundle", spy)
+        patch.setattr(bundles.Bundle, "save", spy)
         assert cli.main(fit_args(root, "--val", str(root / "id"), "--mask-corner")) == 0
     return root, saved
 
@@ -66,7 +66,7 @@ def test_fit_writes_a_complete_bundle(fitted):
     assert document["info"]["images"] == {"train": 36, "val": 12}
     assert sorted(p.name for p in (root / "bundle").iterdir()) == ["bundle.json", "detectors", "model.safetensors",
                                                                      "references.safetensors"]
-    assert document["references"]["count"] == 36  # 12 training images per class, fewer than REFERENCES_PER_CLASS
+    assert document["references"]["count"] == 36  # 12 training images per class, fewer than POOL_PER_CLASS
     bundle = bundles.load_bundle(root / "bundle")
     val = read_imagefolder(root / "id", size=16, progress=False)
     scores = bundle.score(val, device="cpu", progress=False)
@@ -97,15 +97,14 @@ def test_flags_csv_columns_and_values(flagged):
 def test_flag_scores_are_bit_identical_to_the_saved_objects(fitted, flagged):
     """The scores of flag (a loaded bundle) equal those of the model and detectors fit saved, bit for bit."""
     _, saved = fitted
-    arch, size, mask_corner, mask_text, classes, detectors, thresholds, fingerprint, _ = saved["args"]
-    original = bundles.Bundle(saved["model"], arch, size, mask_corner, mask_text, classes, detectors, thresholds, fingerprint)
+    original = saved["bundle"]
     images = read_imagefolder(flagged / "ood", size=16, progress=False)
     expected = original.score(images, device="cpu", progress=False)
     table = _flags(flagged / "report").set_index("file").loc[images.files]
     assert np.array_equal(table.score.to_numpy(), expected.scores["nero"].double().numpy())
-    assert list(table.nearest) == [classes[k] for k in expected.nearest.tolist()]
+    assert list(table.nearest) == [original.classes[k] for k in expected.nearest.tolist()]
     loaded = bundles.load_bundle(flagged / "bundle").score(images, device="cpu", progress=False)
-    for name in detectors:
+    for name in original.detectors:
         assert torch.equal(loaded.scores[name], expected.scores[name]), name
     assert torch.equal(loaded.top_neurons, expected.top_neurons) and torch.equal(loaded.predicted, expected.predicted)
 
@@ -141,7 +140,7 @@ def test_val_fraction_holds_out_a_seeded_share_of_each_class(tmp_path, monkeypat
     root = colour_tree(tmp_path)
     monkeypatch.setenv("NERO_LITE_CACHE", str(root / "cache"))
     seen = {}
-    monkeypatch.setattr(cli.fit, "fit", lambda args, train, val, seconds: seen.update(train=train, val=val))
+    monkeypatch.setattr(cli.fit, "fit", lambda args, train, val, seconds, given: seen.update(train=train, val=val))
     assert cli.main(fit_args(root, "--val-fraction", "0.25", "--detectors", "msp")) == 0
     train, val = seen["train"], seen["val"]
     assert val.counts() == {"blue": 3, "green": 3, "red": 3} and train.counts() == {"blue": 9, "green": 9, "red": 9}
@@ -249,12 +248,12 @@ def _images(card: str, alt: str) -> list[tuple[str, dict[str, str]]]:
 
 def test_the_reference_pool_round_trips_bit_identically(fitted):
     root, saved = fitted
-    given = saved["kwargs"]["references"]
+    given = saved["pool"]
     train = read_imagefolder(root / "train", size=16, progress=False)
     assert given.counts() == {"blue": 12, "green": 12, "red": 12}
-    masked = bundles.preprocess(given, 16, True, False)
+    masked = Preprocessing(16, mask_corner=True).apply(given)
     assert torch.equal(masked, given.images)  # read_fit masked the training images already
-    loaded = bundles.load_bundle(root / "bundle").references
+    loaded = bundles.load_bundle(root / "bundle").pool
     assert loaded.images.dtype == torch.uint8 and torch.equal(loaded.images, masked)
     assert torch.equal(loaded.labels, given.labels) and loaded.classes == train.classes
     document = json.loads((root / "bundle" / "bundle.json").read_text())
@@ -321,7 +320,7 @@ def test_an_old_bundle_without_a_pool_still_flags_with_the_score_maps_only(fitte
     del document["references"]
     (old / "bundle.json").write_text(json.dumps(document))
     (old / "references.safetensors").unlink()
-    assert bundles.load_bundle(old).references is None
+    assert bundles.load_bundle(old).pool is None
     for bundle, out in ((old, tmp_path / "old_report"), (root / "bundle", tmp_path / "report")):
         assert cli.main(["flag", str(bundle), str(root / "ood"), "--out", str(out), "--explain", "2", "--device", "cpu"]) == 0
     assert (tmp_path / "old_report" / "flags.csv").read_bytes() == (tmp_path / "report" / "flags.csv").read_bytes()
@@ -353,4 +352,27 @@ def test_reports_need_nero(fitted):
     bundle = bundles.load_bundle(root / "bundle")
     bundle.detectors.pop("nero")
     with pytest.raises(ValueError, match="no NERO detector"):
-        bundle.reports(bundle.references.images[:1], device="cpu")
+        bundle.reports(bundle.pool.images[:1], device="cpu")
+
+
+def test_a_bundle_is_built_by_keyword_and_saves_and_loads_itself(fitted, tmp_path):
+    root, saved = fitted
+    bundle = saved["bundle"]
+    with pytest.raises(TypeError):
+        bundles.Bundle(bundle.model, bundle.arch, bundle.preprocessing, bundle.classes, bundle.detectors)  # keywords only
+    bundle.save(tmp_path / "again")
+    loaded = bundles.Bundle.load(tmp_path / "again")
+    assert loaded.preprocessing == Preprocessing(16, mask_corner=True) and loaded.size == 16
+    assert torch.equal(loaded.pool.images, bundle.pool.images) and loaded.thresholds == bundle.thresholds
+    with pytest.raises(ValueError, match="not in the bundle"):
+        bundles.Bundle(model=bundle.model, arch=bundle.arch, preprocessing=bundle.preprocessing, classes=bundle.classes,
+                       detectors={}, thresholds={"nero": 0.0}, train_fingerprint="")
+    # the previous release's spellings still work, with a deprecation warning
+    with pytest.warns(DeprecationWarning, match="Bundle.pool"):
+        assert loaded.references is loaded.pool
+    with pytest.warns(DeprecationWarning, match="POOL_PER_CLASS"):
+        assert bundles.REFERENCES_PER_CLASS == bundles.POOL_PER_CLASS
+    with pytest.warns(DeprecationWarning, match="Bundle"):
+        old = bundles.save_bundle(tmp_path / "old", bundle.model, bundle.arch, 16, True, False, bundle.classes,
+                                  bundle.detectors, bundle.thresholds, bundle.train_fingerprint, references=bundle.pool)
+    assert bundles.load_bundle(tmp_path / "old").preprocessing == old.preprocessing

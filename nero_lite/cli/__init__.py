@@ -45,7 +45,7 @@ gets its classifier as ``evaluate`` does (the same ``--arch``, ``--weights``, ``
 TPR (:func:`~nero_lite.metrics.threshold_at_tpr`) on the validation images: ``--val``, or
 without it a seeded share ``--val-fraction`` (default 0.2) of each ``--train`` class, never
 test images. It writes the bundle folder ``--out`` (layout: :mod:`nero_lite.bundle`), with a
-reference pool of at most :data:`~nero_lite.bundle.REFERENCES_PER_CLASS` training images per
+reference pool of at most :data:`~nero_lite.constants.POOL_PER_CLASS` training images per
 class for the concepts' reference patches.
 
 ``python -m nero_lite flag BUNDLE IMAGES_DIR --out REPORT [--detector nero] [--explain N]
@@ -98,10 +98,6 @@ import argparse
 import sys
 import time
 
-from ..bundle import load_bundle
-from ..cache import remove_stale_temp_files
-from ..data import IMAGE_EXTENSIONS, image_files
-from ..models import create_model
 from . import evaluate, fit, flag
 from .common import GALLERY, ID_TPR, NO_POOL_NOTE, classifier, small_data_params
 from .evaluate import METRICS
@@ -158,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         fail(problem)
     out = args.out
+    # the options are checked: only now torch and the package's models, data and bundles are imported
+    from ..bundle import load_bundle
+    from ..cache import remove_stale_temp_files
+    from ..data import IMAGE_EXTENSIONS, image_files
+    from ..models import create_model
+
     try:
         if args.command == "flag":
             try:
@@ -186,17 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 splits = evaluate.read(args)
                 classes = splits.id_classes
-            if args.weights is not None:  # weights that do not fit ARCH, found before any training
-                create_model(args.arch, len(classes), args.size, weights=args.weights)
+            # weights that do not fit ARCH are found before any training; the model built to check them is the one used
+            given = create_model(args.arch, len(classes), args.size, weights=args.weights) if args.weights is not None else None
         except (FileNotFoundError, ValueError) as error:  # bad folders, classes or weights, as nero_lite reports them
             fail(str(error).splitlines()[0])
         if args.command == "fit":
             try:
-                fit.fit(args, train, val, time.perf_counter() - start)
+                fit.fit(args, train, val, time.perf_counter() - start, given=given)
             except ValueError as error:  # no detector could be fitted
                 fail(str(error).splitlines()[0])
         else:
-            evaluate.evaluate(args, splits, time.perf_counter() - start)
+            evaluate.evaluate(args, splits, time.perf_counter() - start, given=given)
     except KeyboardInterrupt:
         print(f"{command}: interrupted; results in {out} are as they were", file=sys.stderr)
         return 130

@@ -1,7 +1,10 @@
 """What the commands of ``python -m nero_lite`` share when they run: the classifier of the options
 (``evaluate``, ``fit``), the detector hyperparameters adapted to a small training set
 (``evaluate``, ``fit``), the gallery of report.html and its explanations (``evaluate``, ``flag``)
-and the result files written as a set (``evaluate``, ``flag``)."""
+and the result files written as a set (``evaluate``, ``flag``).
+
+Like every module of :mod:`nero_lite.cli`, it imports torch and the package's heavy modules
+inside the functions that run a command, not at import: building the parser loads no torch."""
 
 from __future__ import annotations
 
@@ -14,15 +17,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from .. import detectors as _detectors
-from ..bundle import Bundle
-from ..data import ImageSet
-from ..models import Recipe, create_model, train_classifier
-from ..report import Flagged
+    from ..bundle import Bundle
+    from ..data import ImageSet
+    from ..report import Flagged
 
 __all__ = ["GALLERY", "ID_TPR", "NO_POOL_NOTE", "classifier", "explain_gallery", "small_data_params", "write_set"]
 
@@ -35,12 +37,15 @@ NO_POOL_NOTE = ("This bundle holds no reference pool (it was written before `fit
                 "explained images show the why-flagged map only; fit it again for concept maps with reference patches.")
 
 
-def classifier(args: argparse.Namespace, train: ImageSet, device) -> nn.Module:
+def classifier(args: argparse.Namespace, train: ImageSet, device, given: nn.Module | None = None) -> nn.Module:
     """The model of the options: the ``--weights`` classifier as it is when its head fits the
     classes of ``train`` (the ``--train`` images), else trained on ``train`` (or reused from
-    the cache) with ``--recipe``."""
+    the cache) with ``--recipe``. ``given`` is the model :func:`~nero_lite.cli.main` built from
+    ``--weights`` while checking them (built here when omitted)."""
+    from ..models import Recipe, create_model, train_classifier
+
     if args.weights is not None:
-        model = create_model(args.arch, len(train.classes), args.size, weights=args.weights)
+        model = given if given is not None else create_model(args.arch, len(train.classes), args.size, weights=args.weights)
         if model.head_loaded:
             print(f"using the classifier in {args.weights} as it is (its head has one output per --train class)", file=sys.stderr)
             model.from_cache = False
@@ -57,12 +62,14 @@ def small_data_params(names: list[str], n_train: int, n_features: int) -> tuple[
     KNN's ``k`` (default 50) is at most the number of training images; NECO's ``dim``
     (default 100) at most ``min(N, D)``. Everything else keeps its paper's default.
     """
+    from .. import detectors
+
     params, notes = {}, {}
-    k = _detectors.create("knn").k
+    k = detectors.create("knn").k
     if "knn" in names and k > n_train:
         params["knn"] = {"k": n_train}
         notes["knn"] = f"k={n_train} instead of {k}: there are {n_train} training images"
-    dim, limit = _detectors.create("neco").dim, min(n_train, n_features)
+    dim, limit = detectors.create("neco").dim, min(n_train, n_features)
     if "neco" in names and dim > limit:
         params["neco"] = {"dim": limit}
         notes["neco"] = f"dim={limit} instead of {dim}: at most min(training images, features) = {limit}"
@@ -79,11 +86,13 @@ def explain_gallery(bundle: Bundle, gallery: list[Flagged], n: int, device) -> t
     and :data:`~nero_lite.cli.NO_POOL_NOTE`. Only those ``n`` are explained, so the cost does
     not grow with the folder.
     """
+    import torch
+
     n = min(n, len(gallery))
     if not n:
         return gallery, "", 0
     pixels = torch.stack([item.image for item in gallery[:n]])
-    if bundle.references is None:
+    if bundle.pool is None:
         maps = bundle.explain(pixels, device=device)
         explained = [replace(item, heatmap=heatmap.numpy()) for item, heatmap in zip(gallery, maps)]
         return explained + gallery[n:], NO_POOL_NOTE, n

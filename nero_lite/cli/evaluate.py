@@ -10,22 +10,18 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
-from torch import nn
-
-from .. import detectors as _detectors
-from ..bundle import Bundle, reference_pool
-from ..cache import fingerprint
-from ..compare import compare_detectors, extract_splits
-from ..data import Splits, load_folders
-from ..metrics import threshold_at_tpr
-from ..models import accuracy, resolve_device
-from ..report import Flagged, evaluate_report
-from .common import GALLERY, ID_TPR, classifier, explain_gallery, small_data_params, write_set
+from ..constants import DETECTORS
+from .common import GALLERY, ID_TPR
 from .options import (add_detector_options, add_explain_option, add_model_options, add_run_options, check_model,
                       folder_problem)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from ..data import Splits
 
 __all__ = ["METRICS", "add_command", "check", "evaluate", "read"]
 
@@ -55,7 +51,7 @@ def add_command(commands) -> None:
     evaluation.add_argument("--ood", required=True, type=Path, metavar="OOD_DIR",
                             help="out-of-distribution images, one sub-folder per kind (metrics are reported per sub-folder)")
     add_model_options(evaluation)
-    add_detector_options(evaluation, _detectors.available(), "all")
+    add_detector_options(evaluation, list(DETECTORS), "all")
     evaluation.add_argument("--out", type=Path, default=Path("results"), help="output folder, created if needed; its five files are overwritten (default: results)")
     add_explain_option(evaluation, "show the N images of lowest NERO score that fall below its threshold explained: the map of "
                                    "why NERO flags them, and for their top neurons the concept map and reference patches "
@@ -77,6 +73,8 @@ def check(args: argparse.Namespace) -> str | None:
 
 def read(args: argparse.Namespace) -> Splits:
     """The three folders of the ``evaluate`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
+    from ..data import load_folders
+
     return load_folders(
         args.train, args.ood, test_dir=args.id, size=args.size, seed=args.seed,
         mask_corner=args.mask_corner, mask_text=args.mask_text, cache=not args.no_cache,
@@ -96,15 +94,25 @@ def _markdown(metrics: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0) -> dict:
-    """Run the ``evaluate`` (alias ``score``) command on images already read; returns what it wrote to ``run.json``."""
+def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0, given: nn.Module | None = None) -> dict:
+    """Run the ``evaluate`` (alias ``score``) command on images already read; returns what it wrote to ``run.json``.
+
+    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.common.classifier`).
+    """
+    import pandas as pd
+
+    from .. import detectors
+    from ..compare import compare_detectors, extract_splits
+    from ..models import accuracy, resolve_device
+    from .common import classifier, small_data_params, write_set
+
     seconds = {"read": read_seconds}
     device = resolve_device(args.device)
     print(f"read {len(splits.train)} training, {len(splits.test)} ID test and {len(splits.ood)} OOD images "
           f"({len(splits.id_classes)} ID classes, {len(splits.ood_classes)} OOD classes) on {device}", file=sys.stderr)
 
     start = time.perf_counter()
-    model = classifier(args, splits.train, device)
+    model = classifier(args, splits.train, device, given)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -118,7 +126,7 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
     for name, note in adapted.items():
         print(f"{name}: {note}", file=sys.stderr)
     # created here, not by name inside compare_detectors, to keep the fitted NERO for report.html's explanations
-    created = {name: _detectors.create(name, args.preset, args.arch, **params.get(name, {})) for name in args.detectors}
+    created = {name: detectors.create(name, args.preset, args.arch, **params.get(name, {})) for name in args.detectors}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # each skipped detector is reported once, below
         table, scores = compare_detectors(outputs, splits, created, model=model, skip_failing=True)
@@ -187,6 +195,15 @@ def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, o
     with the model and a reference pool drawn from the training images into an unsaved
     :class:`~nero_lite.bundle.Bundle`, which explains them as ``flag`` does.
     """
+    import torch
+
+    from ..bundle import Bundle, reference_pool
+    from ..cache import fingerprint
+    from ..data import Preprocessing
+    from ..metrics import threshold_at_tpr
+    from ..report import Flagged, evaluate_report
+    from .common import explain_gallery
+
     name = "nero" if nero is not None else next(iter(scores))
     id_scores, ood_scores = scores[name]
     threshold = threshold_at_tpr(id_scores, ID_TPR)
@@ -196,9 +213,10 @@ def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, o
     gallery = [Flagged(files[i], float(values[i]), predicted[i], "", images[i], truth=truths[i]) for i in order]
     note, explained = "", 0
     if nero is not None and gallery:
-        bundle = Bundle(model, args.arch, args.size, args.mask_corner, args.mask_text, splits.id_classes, {"nero": nero},
-                        {"nero": threshold}, fingerprint(splits.train.images, splits.train.labels),
-                        references=reference_pool(splits.train, seed=args.seed))
+        bundle = Bundle(model=model, arch=args.arch, preprocessing=Preprocessing(args.size, args.mask_corner, args.mask_text),
+                        classes=splits.id_classes, detectors={"nero": nero}, thresholds={"nero": threshold},
+                        train_fingerprint=fingerprint(splits.train.images, splits.train.labels),
+                        pool=reference_pool(splits.train, seed=args.seed))
         nearest = torch.cat([nero.decompose(outputs.test).nearest, nero.decompose(outputs.ood).nearest]).cpu()
         gallery = [replace(item, nearest=splits.id_classes[int(nearest[i])]) for item, i in zip(gallery, order)]
         gallery, note, explained = explain_gallery(bundle, gallery, args.explain, device)

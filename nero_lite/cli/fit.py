@@ -10,18 +10,17 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .. import detectors as _detectors
-from ..bundle import REFERENCES_PER_CLASS, Bundle, preprocess, reference_pool, save_bundle
-from ..cache import fingerprint
-from ..data import ImageSet, class_folders, read_imagefolder, stratified_split
-from ..metrics import threshold_at_tpr
-from ..models import extract, resolve_device
-from ..progress import bar as progress_bar
-from .common import ID_TPR, classifier, small_data_params
+from ..constants import POOL_PER_CLASS
+from .common import ID_TPR
 from .options import add_detector_options, add_model_options, add_run_options, check_model, folder_problem, fraction
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..bundle import Bundle
+    from ..data import ImageSet, Preprocessing
 
 __all__ = ["FIT_DETECTORS", "VAL_FRACTION", "add_command", "check", "fit", "read_fit"]
 
@@ -41,7 +40,7 @@ def add_command(commands) -> None:
             "features and logits once, fit the detectors on the training images and set each threshold at 95 % ID "
             "TPR on the validation images (--val, or a seeded per-class share of --train). Writes the bundle "
             "folder --out (model.safetensors, detectors/NAME.safetensors, references.safetensors: a pool of up to "
-            f"{REFERENCES_PER_CLASS} training images per class for the reference patches, bundle.json last) for `flag`."
+            f"{POOL_PER_CLASS} training images per class for the reference patches, bundle.json last) for `flag`."
         ),
     )
     fitting.add_argument("--train", required=True, type=Path, metavar="ID_DIR",
@@ -60,6 +59,8 @@ def add_command(commands) -> None:
 
 def check(args: argparse.Namespace) -> str | None:
     """What is wrong with the ``fit`` options before any image is read (``None``: nothing)."""
+    from ..data import class_folders
+
     problem = folder_problem("--train", args.train)
     if problem:
         return problem
@@ -78,15 +79,28 @@ def check(args: argparse.Namespace) -> str | None:
     return check_model(args)
 
 
+def _preprocessing(args: argparse.Namespace) -> Preprocessing:
+    """The ``--size``, ``--mask-corner`` and ``--mask-text`` of the options as one record."""
+    from ..data import Preprocessing
+
+    return Preprocessing(args.size, args.mask_corner, args.mask_text)
+
+
 def _split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """A seeded per-class split of ``images`` into training and validation images (each class
     keeps at least one of each; a class needs two images)."""
+    from ..data import stratified_split
+
     train, val = stratified_split(images.labels, 1 - fraction, seed)
     return images.subset(train), images.subset(val)
 
 
 def read_fit(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
     """The training and validation images of the ``fit`` options, masked as asked."""
+    import torch
+
+    from ..data import ImageSet, read_imagefolder
+
     images = read_imagefolder(args.train, size=args.size)
     if args.val is not None:
         train, val = images, read_imagefolder(args.val, size=args.size)
@@ -94,18 +108,29 @@ def read_fit(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
         val = ImageSet(val.images, mapping[val.labels], train.classes, val.files)
     else:
         train, val = _split_validation(images, args.val_fraction or VAL_FRACTION, args.seed)
-    masked = [replace(part, images=preprocess(part, args.size, args.mask_corner, args.mask_text)) for part in (train, val)]
+    masked = [replace(part, images=_preprocessing(args).apply(part)) for part in (train, val)]
     return masked[0], masked[1]
 
 
-def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: float = 0.0) -> Bundle:
-    """Run the ``fit`` command on images already read; returns the bundle it wrote."""
+def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: float = 0.0, given: nn.Module | None = None) -> Bundle:
+    """Run the ``fit`` command on images already read; returns the bundle it wrote.
+
+    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.common.classifier`).
+    """
+    from .. import detectors
+    from ..bundle import Bundle, reference_pool
+    from ..cache import fingerprint
+    from ..metrics import threshold_at_tpr
+    from ..models import extract, resolve_device
+    from ..progress import bar as progress_bar
+    from .common import classifier, small_data_params
+
     seconds = {"read": read_seconds}
     device = resolve_device(args.device)
     print(f"read {len(train)} training and {len(val)} validation images ({len(train.classes)} classes) on {device}",
           file=sys.stderr)
     start = time.perf_counter()
-    model = classifier(args, train, device)
+    model = classifier(args, train, device, given)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -116,7 +141,7 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     fitted, skipped = {}, {}
     for name in progress_bar(args.detectors, desc="fit detectors"):
         try:
-            fitted[name] = _detectors.create(name, args.preset, args.arch, **params.get(name, {})).fit(outputs)
+            fitted[name] = detectors.create(name, args.preset, args.arch, **params.get(name, {})).fit(outputs)
         except ValueError as error:
             skipped[name] = str(error).splitlines()[0]
             print(f"warning: skipped detector {name}: {skipped[name]}", file=sys.stderr)
@@ -125,9 +150,9 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     seconds["detectors"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    unsaved = Bundle(model, args.arch, args.size, args.mask_corner, args.mask_text, train.classes, fitted, {},
-                     fingerprint(train.images, train.labels))
-    on_val = unsaved.score(val, device=device)
+    bundle = Bundle(model=model, arch=args.arch, preprocessing=_preprocessing(args), classes=train.classes, detectors=fitted,
+                    train_fingerprint=fingerprint(train.images, train.labels), pool=reference_pool(train, seed=args.seed))
+    on_val = bundle.score(val, device=device)
     thresholds = {name: threshold_at_tpr(values, ID_TPR) for name, values in on_val.scores.items()}
     val_accuracy = float((on_val.predicted == val.labels).float().mean())
     seconds["thresholds"] = time.perf_counter() - start
@@ -141,9 +166,8 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
         "detectors": {"adapted": adapted, "skipped": skipped},
         "seconds": seconds,
     }
-    bundle = save_bundle(args.out, model, args.arch, args.size, args.mask_corner, args.mask_text, train.classes,
-                         fitted, thresholds, unsaved.train_fingerprint, info,
-                         references=reference_pool(train, seed=args.seed))
+    bundle.thresholds, bundle.info = thresholds, info
+    bundle.save(args.out)
     print(f"validation accuracy {val_accuracy:.1%}; thresholds at {ID_TPR:.0%} ID TPR: "
           + ", ".join(f"{name} {value:.4g}" for name, value in thresholds.items()), file=sys.stderr)
     print(f"wrote the bundle {args.out}", file=sys.stderr)

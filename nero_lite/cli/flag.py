@@ -9,18 +9,13 @@ import heapq
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
-from PIL import Image, UnidentifiedImageError
-
-from ..bundle import Bundle
-from ..data import read_image
-from ..models import resolve_device
-from ..progress import bar as progress_bar
-from ..report import Flagged, flag_report
-from .common import GALLERY, explain_gallery, write_set
+from .common import GALLERY
 from .options import add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
 
 __all__ = ["FLAG_COLUMNS", "add_command", "check", "flag"]
 
@@ -62,6 +57,16 @@ def check(args: argparse.Namespace) -> str | None:
 
 def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
     """Run the ``flag`` command: score ``files`` in batches of ``--batch-size``; returns what it wrote to ``run.json``."""
+    import pandas as pd
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data import read_image
+    from ..models import resolve_device
+    from ..progress import bar as progress_bar
+    from ..report import Flagged, flag_report
+    from .common import explain_gallery, write_set
+
     device = resolve_device(args.device)
     threshold = bundle.thresholds[args.detector]
     nero = "nero" in bundle.detectors
@@ -126,7 +131,7 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
         "threshold": threshold,
         "images": {"found": len(files), "scored": len(table), "flagged": flagged},
         "explained": explained,
-        "reference_pool": bundle.references is not None,
+        "reference_pool": bundle.pool is not None,
         "bundle": {"train_fingerprint": bundle.train_fingerprint, "versions": bundle.versions},
         "skipped_files": [{"file": file, "reason": reason} for file, reason in skipped.items()],
         "seconds": seconds,

@@ -1,7 +1,12 @@
 """What the commands of ``python -m nero_lite`` share on their command line: the argument types,
 the option groups (the classifier, the detectors, ``--explain``, ``--device`` and ``--no-cache``),
 the parser that reports bad usage in one line, and the checks of the folders, ``--device``,
-``--out`` and the cache made before any image is read."""
+``--out`` and the cache made before any image is read.
+
+Parsing imports nothing heavy (the names offered come from :mod:`nero_lite.constants`), so
+``--help`` and a usage error answer at once; the checks after parsing import what they need
+(torch for ``--device``, timm for an architecture that is not one of ours).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import timm
-
-from .. import detectors as _detectors
-from ..cache import cache_dir
-from ..data import CORNER_FRACTION, TEXT_MARGIN_FRACTION
-from ..detectors.presets import arch_family
-from ..models import ARCHITECTURES, read_weights, resolve_device, size_problem
+from ..constants import ARCHITECTURES, CORNER_FRACTION, DETECTORS, PRESETS, TEXT_MARGIN_FRACTION
 
 __all__ = ["Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
            "check_model", "device_or_out_problem", "folder_problem", "fraction", "positive"]
@@ -23,16 +22,20 @@ __all__ = ["Parser", "add_detector_options", "add_device_option", "add_explain_o
 
 def _detector_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in _detectors.available()]
+    unknown = [name for name in names if name not in DETECTORS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown detector(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(_detectors.available())}"
+            f"unknown detector(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(DETECTORS)}"
         )
     return list(dict.fromkeys(names))
 
 
 def _architecture(text: str) -> str:
-    if text not in ARCHITECTURES and not timm.is_model(text):
+    if text in ARCHITECTURES:
+        return text
+    import timm  # only for a name that is not one of ours: timm's registry takes seconds to import
+
+    if not timm.is_model(text):
         raise argparse.ArgumentTypeError(f"unknown architecture {text!r}: choose {', '.join(ARCHITECTURES)} or a timm model name")
     return text
 
@@ -92,7 +95,7 @@ def add_explain_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def add_detector_options(parser: argparse.ArgumentParser, default: list[str], shown: str) -> None:
     """``--preset`` and ``--detectors`` (``evaluate``, ``fit``)."""
-    parser.add_argument("--preset", choices=_detectors.PRESETS, default="ours",
+    parser.add_argument("--preset", choices=PRESETS, default="ours",
                         help="detector hyperparameters: ours (each method's paper) or reference (NERO's reference code, "
                              "for a resnet or vit/deit ARCH: NERO k=175, ReAct clip 0.9/0.99, ODIN T=100, eps=5e-4, NECO's "
                              "transformer form) (default: ours)")
@@ -120,6 +123,10 @@ class Parser(argparse.ArgumentParser):
 
 def check_model(args: argparse.Namespace) -> str | None:
     """What is wrong with the options ``evaluate`` and ``fit`` share (``None``: nothing)."""
+    from ..cache import cache_dir
+    from ..detectors.presets import arch_family
+    from ..models import read_weights, size_problem
+
     problem = size_problem(args.arch, args.size, "SIZE")
     if problem:
         return f"--size: {problem}"
@@ -145,6 +152,8 @@ def check_model(args: argparse.Namespace) -> str | None:
 
 def device_or_out_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with ``--device`` and ``--out``, as one line (``None``: nothing); every command has both."""
+    from ..models import resolve_device
+
     try:
         resolve_device(args.device)
     except ValueError as error:

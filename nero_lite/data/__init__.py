@@ -24,7 +24,7 @@ Its modules, one section each (use the names from ``nero_lite.data``, where ever
 public is imported):
 
 * ``images`` — :class:`~nero_lite.data.ImageSet`, :class:`~nero_lite.data.Splits` and :func:`~nero_lite.data.to_input`;
-* ``masking`` — shortcut masking (:func:`~nero_lite.data.mask_shortcut`, :func:`~nero_lite.data.corner_box_present`);
+* ``masking`` — shortcut masking (:func:`~nero_lite.data.mask_shortcut`, :func:`~nero_lite.data.corner_box_present`) and :class:`~nero_lite.data.Preprocessing`, the size and masks applied to every image;
 * ``registry`` — the data sets known by name (:data:`DATASETS`) and :func:`~nero_lite.data.data_root`;
 * ``folders`` — image files and ImageFolder layouts read as every loader reads them, and the seeded split;
 * ``caching`` — loaded sets cached as checksummed tensors;
@@ -45,7 +45,15 @@ from .caching import DATA_VERSION
 from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
-from .masking import CORNER_FRACTION, TEXT_MARGIN_FRACTION, corner_box_present, corner_region, mask_region, mask_shortcut
+from .masking import (
+    CORNER_FRACTION,
+    TEXT_MARGIN_FRACTION,
+    Preprocessing,
+    corner_box_present,
+    corner_region,
+    mask_region,
+    mask_shortcut,
+)
 from .registry import DATASETS, RealDataset, data_root
 
 # Sphinx reads a constant's documentation (its ``#:`` comment) from the module it documents:
@@ -82,6 +90,7 @@ __all__ = [
     "STD",
     "TEXT_MARGIN_FRACTION",
     "ImageSet",
+    "Preprocessing",
     "RealDataset",
     "Splits",
     "cache_dir",

@@ -11,7 +11,7 @@ import torch
 from ..cache import cache_dir, read_entry, write_entry
 from .images import ImageSet, Splits
 
-__all__ = ["DATA_VERSION"]
+__all__ = ["DATA_VERSION", "cached_splits"]
 
 DATA_VERSION = "3"  # bump when generation or loading changes, to invalidate caches
 
@@ -39,7 +39,7 @@ def _restore(path: Path) -> Splits:
     return Splits(payload["name"], ood_kind=payload["ood_kind"], skipped=payload["skipped"], **sets)
 
 
-def _cached(kind: str, key: dict, build, cache: bool) -> Splits:
+def cached_splits(kind: str, key: dict, build, cache: bool) -> Splits:
     """``build()`` once, then reuse its result from the cache (unless ``cache`` is off).
 
     A damaged entry is discarded with a warning and rebuilt (:func:`nero_lite.cache.read_entry`).

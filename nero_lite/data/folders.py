@@ -15,10 +15,24 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..progress import bar as progress_bar
 from .images import ImageSet
 
-__all__ = ["IMAGE_EXTENSIONS", "class_folders", "image_files", "read_image", "read_imagefolder", "stratified_split"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PROGRESS_ABOVE",
+    "class_files",
+    "class_folders",
+    "existing_folder",
+    "image_files",
+    "listing_fingerprint",
+    "read_image",
+    "read_imagefolder",
+    "read_listed",
+    "stratified_split",
+    "warn_skipped",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_PROGRESS_ABOVE = 300  # show a progress bar when reading more files than this
+#: Reading more files than this shows a progress bar.
+PROGRESS_ABOVE = 300
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
@@ -41,15 +55,16 @@ def class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _check_folder(root: Path) -> Path:
+def existing_folder(root: Path) -> Path:
+    """``root``, or :class:`FileNotFoundError` when it is not a folder."""
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
     return root
 
 
-def _listing(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
+def class_files(root: Path, classes: Sequence[str]) -> dict[str, list[Path]]:
     """Image files per class, with clear errors for a missing or empty class folder."""
-    _check_folder(root)
+    existing_folder(root)
     available = class_folders(root)
     files = {}
     for name in classes:
@@ -83,7 +98,7 @@ def read_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
-def _warn_skipped(skipped: dict[str, str], root: Path) -> None:
+def warn_skipped(skipped: dict[str, str], root: Path) -> None:
     """One warning that counts the skipped files and names the first few."""
     if skipped:
         names = ", ".join(f"{Path(file).name} ({reason})" for file, reason in list(skipped.items())[:3])
@@ -91,7 +106,7 @@ def _warn_skipped(skipped: dict[str, str], root: Path) -> None:
         warnings.warn(f"skipped {len(skipped)} image file(s) under {root}: {names}{more}", stacklevel=4)
 
 
-def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool, skipped: dict | None = None) -> ImageSet:
+def read_listed(listing: dict[str, list[Path]], root: Path, size: int, progress: bool, skipped: dict | None = None) -> ImageSet:
     """Read the listed files into an :class:`ImageSet`, skipping unreadable files.
 
     The skipped files go into ``skipped`` (file → ``"unreadable"``) when it is given;
@@ -99,7 +114,7 @@ def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool,
     """
     jobs = [(k, path) for k, paths in enumerate(listing.values()) for path in paths]
     images, labels, files, failed = [], [], [], []
-    bar = progress_bar(jobs, desc=f"reading {root.name}", unit="img", show=progress and len(jobs) > _PROGRESS_ABOVE)
+    bar = progress_bar(jobs, desc=f"reading {root.name}", unit="img", show=progress and len(jobs) > PROGRESS_ABOVE)
     for label, path in bar:
         try:
             images.append(read_image(path, size))
@@ -110,7 +125,7 @@ def _read(listing: dict[str, list[Path]], root: Path, size: int, progress: bool,
         files.append(str(path))
     unreadable = {str(path): "unreadable" for path in failed}
     if skipped is None:
-        _warn_skipped(unreadable, root)
+        warn_skipped(unreadable, root)
     else:
         skipped.update(unreadable)
     classes = list(listing)
@@ -144,11 +159,11 @@ def read_imagefolder(
     ValueError
         A class folder holds no (readable) image.
     """
-    root = _check_folder(Path(root))
+    root = existing_folder(Path(root))
     classes = list(classes) if classes is not None else class_folders(root)
     if not classes:
         raise ValueError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
-    return _read(_listing(root, classes), root, size, progress)
+    return read_listed(class_files(root, classes), root, size, progress)
 
 
 def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +184,7 @@ def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> 
     return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(np.sort(np.concatenate(test)))
 
 
-def _listing_fingerprint(listing: dict[str, list[Path]]) -> str:
+def listing_fingerprint(listing: dict[str, list[Path]]) -> str:
     """Hash of the listed files' names, sizes and modification times."""
     digest = hashlib.sha256()
     for name, paths in listing.items():

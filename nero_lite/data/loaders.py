@@ -19,22 +19,22 @@ from PIL import Image, ImageOps
 
 from .. import synthetic
 from ..progress import bar as progress_bar
-from .caching import _cached
+from .caching import cached_splits
 from .folders import (
-    _PROGRESS_ABOVE,
-    _check_folder,
-    image_files,
-    _listing,
-    _listing_fingerprint,
-    _read,
-    _warn_skipped,
+    PROGRESS_ABOVE,
+    class_files,
     class_folders,
+    existing_folder,
+    image_files,
+    listing_fingerprint,
     read_image,
+    read_listed,
     stratified_split,
+    warn_skipped,
 )
 from .images import ImageSet, Splits
-from .masking import _masked
-from .registry import DATASETS, SEGMENTED_FOLDER, _dataset_folder, data_root
+from .masking import Preprocessing
+from .registry import DATASETS, SEGMENTED_FOLDER, data_root, dataset_folder
 
 __all__ = ["LoadOptions", "SegmentedImages", "load", "load_folders", "load_segmented"]
 
@@ -77,7 +77,7 @@ class _Layout:
 
 def _finish(splits: Splits, options: LoadOptions) -> Splits:
     """The added OOD sets, then the masking, of ``options`` applied to ``splits``."""
-    return _masked(_with_ood_sets(splits, options.ood_sets), options.mask_corner, options.mask_text)
+    return Preprocessing(mask_corner=options.mask_corner, mask_text=options.mask_text).apply_splits(_with_ood_sets(splits, options.ood_sets))
 
 
 def _with_ood_sets(splits: Splits, ood_sets: dict[str, torch.Tensor] | None) -> Splits:
@@ -133,19 +133,19 @@ def _split_folder(name: str, layout: _Layout, options: LoadOptions) -> Splits:
     overlap = set(id_classes) & set(ood_classes) if ood_root is None else set()
     if overlap:
         raise ValueError(f"classes both ID and OOD: {sorted(overlap)}")
-    listings = {"id": _listing(root, id_classes), "ood": _listing(ood_root or root, ood_classes)}
+    listings = {"id": class_files(root, id_classes), "ood": class_files(ood_root or root, ood_classes)}
     if test_root is not None:
-        test_classes = class_folders(_check_folder(test_root))
+        test_classes = class_folders(existing_folder(test_root))
         missing = sorted(set(test_classes) - set(id_classes))
         if missing:
             raise ValueError(f"test class folder(s) {missing} in {test_root} are not among the training classes")
         if not test_classes:
             raise ValueError(f"no class sub-folders in {test_root} (expected layout: {test_root}/<class>/<image>)")
-        listings["test"] = _listing(test_root, [c for c in id_classes if c in test_classes])
+        listings["test"] = class_files(test_root, [c for c in id_classes if c in test_classes])
     key = {
         "name": name,
         "roots": [str(p.resolve()) for p in (root, ood_root, test_root) if p is not None],
-        "files": {part: _listing_fingerprint(listing) for part, listing in listings.items()},
+        "files": {part: listing_fingerprint(listing) for part, listing in listings.items()},
         "id": list(id_classes),
         "ood": list(ood_classes),
         "size": size,
@@ -162,19 +162,19 @@ def _split_folder(name: str, layout: _Layout, options: LoadOptions) -> Splits:
 
     def build() -> Splits:
         skipped = dict(loose)
-        ood = _read(listings["ood"], ood_root or root, size, progress, skipped)
-        ids = _read(listings["id"], root, size, progress, skipped)
+        ood = read_listed(listings["ood"], ood_root or root, size, progress, skipped)
+        ids = read_listed(listings["id"], root, size, progress, skipped)
         if test_root is None:
             train_index, test_index = stratified_split(ids.labels, train_fraction, seed)
             train, test = ids.subset(train_index), ids.subset(test_index)
         else:
             train = ids
-            test = _relabel(_read(listings["test"], test_root, size, progress, skipped), list(id_classes))
+            test = _relabel(read_listed(listings["test"], test_root, size, progress, skipped), list(id_classes))
         kinds = {c: ood_kind.get(c, "near") for c in ood_classes}
         return Splits(name, train, test, ood, kinds, skipped)
 
-    splits = _cached(name, key, build, options.cache)
-    _warn_skipped(splits.skipped, root)  # on every run, from the cache too
+    splits = cached_splits(name, key, build, options.cache)
+    warn_skipped(splits.skipped, root)  # on every run, from the cache too
     return splits
 
 
@@ -250,14 +250,14 @@ def load(
         config = options.config or synthetic.DEFAULT_CONFIG
         size = options.size or 64
         key = {"config": dataclasses.asdict(config), "size": size, "seed": options.seed}
-        splits = _cached("synthetic", key, lambda: _synthetic(size, options.seed, config, options.progress), options.cache)
+        splits = cached_splits("synthetic", key, lambda: _synthetic(size, options.seed, config, options.progress), options.cache)
         return _finish(splits, options)
     if options.config is not None:
         raise ValueError("config= applies to the synthetic set only")
     options = dataclasses.replace(options, size=options.size or 128)
     if name in DATASETS:
         spec = DATASETS[name]
-        folder = _dataset_folder(name, options.root)
+        folder = dataset_folder(name, options.root)
         id_classes = list(options.id_classes or spec.id_classes)
         ood_classes = list(options.ood_classes or [c for c in spec.ood_classes if c not in id_classes])
         splits = _split_folder(name, _Layout(folder, id_classes, ood_classes, spec.ood_kind), options)
@@ -312,7 +312,7 @@ def load_folders(
     size, seed, train_fraction, mask_corner, mask_text, cache, progress
         As in :func:`load`.
     """
-    id_dir, ood_dir = _check_folder(Path(id_dir).expanduser()), _check_folder(Path(ood_dir).expanduser())
+    id_dir, ood_dir = existing_folder(Path(id_dir).expanduser()), existing_folder(Path(ood_dir).expanduser())
     id_classes, ood_classes = class_folders(id_dir), class_folders(ood_dir)
     for folder, classes in ((id_dir, id_classes), (ood_dir, ood_classes)):
         if not classes:
@@ -386,9 +386,9 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
                 f"'{SEGMENTED_FOLDER}/' (prepare it with data_scripts/prepare_kvasir_seg.py)"
             )
         root = base / SEGMENTED_FOLDER
-    root = _check_folder(Path(root).expanduser())
+    root = existing_folder(Path(root).expanduser())
     for sub in ("images", "masks"):
-        _check_folder(root / sub)
+        existing_folder(root / sub)
     images = image_files(root / "images")
     if not images:
         raise FileNotFoundError(f"no images in {root / 'images'}")
@@ -401,7 +401,7 @@ def load_segmented(root: str | os.PathLike | None = None, *, size: int = 64, pro
         manifest = pd.read_csv(root / "manifest.csv", dtype=str).fillna("")
         if {"id", "hyperkvasir_polyp"} <= set(manifest.columns):
             shared_ids = set(manifest.id[manifest.hyperkvasir_polyp == "shared"])
-    bar = progress_bar(images, desc=f"reading {root.name}", unit="img", show=progress and len(images) > _PROGRESS_ABOVE)
+    bar = progress_bar(images, desc=f"reading {root.name}", unit="img", show=progress and len(images) > PROGRESS_ABOVE)
     pixels = torch.stack([read_image(path, size) for path in bar])
     ids = [p.stem for p in images]
     return SegmentedImages(

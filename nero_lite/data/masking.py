@@ -7,19 +7,11 @@ import math
 
 import torch
 
-from .images import Splits
+from ..constants import CORNER_FRACTION, TEXT_MARGIN_FRACTION
+from .images import ImageSet, Splits, image_tensor
 
-__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_region", "mask_shortcut"]
+__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_region", "Preprocessing", "mask_shortcut"]
 
-#: Side of the lower-left square blacked out by :func:`mask_shortcut`, as a fraction of
-#: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
-#: the black box spans columns 0 to 0.31 and rows 0.68 to 1.0 of the side (49×51 px
-#: of 160) in 97 % of the images that have it; 0.35 covers it with a margin.
-CORNER_FRACTION = 0.35
-#: Width of the left strip holding HyperKvasir's burned-in on-screen text (patient
-#: data, timings, a row of dots), as a fraction of the side: bright text pixels end at
-#: 0.14 of the side.
-TEXT_MARGIN_FRACTION = 0.15
 
 
 def mask_shortcut(
@@ -100,16 +92,35 @@ def corner_box_present(images: torch.Tensor, darkness: int = 20) -> torch.Tensor
     return interior.amax(dim=-3).float().mean(dim=(-2, -1)) < darkness
 
 
-def _masked(splits: Splits, mask_corner: bool, mask_text: bool) -> Splits:
-    """Apply :func:`mask_shortcut` identically to the three sets (unchanged when both are off)."""
-    if not (mask_corner or mask_text):
-        return splits
-    options = {
-        "corner": CORNER_FRACTION if mask_corner else 0.0,
-        "text_margin": TEXT_MARGIN_FRACTION if mask_text else 0.0,
-    }
-    sets = {
-        key: dataclasses.replace(getattr(splits, key), images=mask_shortcut(getattr(splits, key).images, **options))
-        for key in ("train", "test", "ood")
-    }
-    return dataclasses.replace(splits, **sets)
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """What is done to every image before the classifier sees it, as one record.
+
+    ``size``: the side the images are read at (``None``: as they come); ``mask_corner`` and
+    ``mask_text``: the lower-left square and the left strip blacked out
+    (:func:`mask_shortcut` with :data:`CORNER_FRACTION` and :data:`TEXT_MARGIN_FRACTION`).
+    A bundle keeps one (``Bundle.preprocessing``); the loaders mask the three sets with
+    :meth:`apply_splits`. Masking twice changes nothing.
+    """
+
+    size: int | None = None
+    mask_corner: bool = False
+    mask_text: bool = False
+
+    def apply(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
+        """The uint8 images masked as asked; with a ``size``, images of another size are refused (``ValueError``)."""
+        pixels = image_tensor(images)
+        if self.size is not None and tuple(pixels.shape[-2:]) != (self.size, self.size):
+            raise ValueError(f"expected {self.size}×{self.size} images, got {tuple(pixels.shape[-2:])}")
+        if not (self.mask_corner or self.mask_text):
+            return pixels
+        return mask_shortcut(pixels, corner=CORNER_FRACTION if self.mask_corner else 0.0,
+                             text_margin=TEXT_MARGIN_FRACTION if self.mask_text else 0.0)
+
+    def apply_splits(self, splits: Splits) -> Splits:
+        """The three sets of ``splits`` masked alike (``splits`` itself when nothing is masked)."""
+        if not (self.mask_corner or self.mask_text):
+            return splits
+        sets = {key: dataclasses.replace(getattr(splits, key), images=self.apply(getattr(splits, key).images))
+                for key in ("train", "test", "ood")}
+        return dataclasses.replace(splits, **sets)

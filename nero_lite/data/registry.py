@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folders import _check_folder
+from .folders import existing_folder
 
-__all__ = ["DATASETS", "SEGMENTED_FOLDER", "RealDataset", "data_root"]
+__all__ = ["DATASETS", "SEGMENTED_FOLDER", "RealDataset", "data_root", "dataset_folder"]
 
 
 def data_root() -> Path | None:
@@ -110,11 +110,11 @@ DATASETS: dict[str, RealDataset] = {
 SEGMENTED_FOLDER = "kvasir-seg-polyps"
 
 
-def _dataset_folder(name: str, root: str | os.PathLike | None) -> Path:
+def dataset_folder(name: str, root: str | os.PathLike | None) -> Path:
     """The folder of a named data set: ``root``, else below ``NERO_LITE_DATA``."""
     spec = DATASETS[name]
     if root is not None:
-        return _check_folder(Path(root).expanduser())
+        return existing_folder(Path(root).expanduser())
     base = data_root()
     if base is None:
         raise FileNotFoundError(

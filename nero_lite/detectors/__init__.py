@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..constants import DETECTORS
 from .base import Detector, NotFittedError, Paper
 from .distance import KNNDetector, MahalanobisDetector, SHEDetector
 from .gradient import GradNormDetector
@@ -81,6 +82,8 @@ _REGISTRY: dict[str, type[Detector]] = {
         NeroDetector,
     )
 }
+if tuple(_REGISTRY) != DETECTORS:  # the command line offers nero_lite.constants.DETECTORS without importing this package
+    raise ImportError(f"nero_lite.constants.DETECTORS {DETECTORS} differs from the registry {tuple(_REGISTRY)}")
 
 
 def available() -> list[str]:

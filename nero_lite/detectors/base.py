@@ -19,7 +19,6 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from ..outputs import Outputs
-from .saving import init_parameters, load_detector, save_detector
 
 __all__ = [
     "Detector",
@@ -28,6 +27,7 @@ __all__ = [
     "check_outputs",
     "check_positive",
     "class_means",
+    "init_parameters",
     "labelled",
     "signature_repr",
 ]
@@ -131,6 +131,8 @@ class Detector:
         """
         if self.requires_fit and not hasattr(self, "n_features_in_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(train) before save")
+        from .saving import save_detector  # saving builds on this module: imported when used
+
         save_detector(self, path)
 
     @classmethod
@@ -145,7 +147,15 @@ class Detector:
                 "Detector.load needs a detector class, e.g. NeroDetector.load(path); "
                 "nero_lite.detectors.load(path) reads any registry detector"
             )
+        from .saving import load_detector
+
         return load_detector(path, {cls.name: cls})
+
+
+def init_parameters(cls: type) -> list[inspect.Parameter]:
+    """The named parameters of ``cls.__init__``, ``self`` and ``*args``/``**kwargs`` left out."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:] if p.kind in named]
 
 
 def signature_repr(obj) -> str:

@@ -52,10 +52,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..constants import PRESETS
+
 __all__ = ["PAPER_RESULTS", "PRESETS", "arch_family", "paper_table", "preset_params", "reference_params"]
 
-#: The names :func:`nero_lite.detectors.create` accepts as ``preset``: ours (the default), the reference code's.
-PRESETS = ("ours", "reference")
 
 # registry detectors absent from NERO's reference code: its preset is ours for them
 _NOT_IN_REFERENCE = ("knn", "ash", "she")

@@ -40,23 +40,20 @@ map) holds two entries:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..version import __version__
 from ..cache import atomic_write
+from ..version import __version__
+from .base import Detector, init_parameters
 
-if TYPE_CHECKING:
-    from .base import Detector
-
-__all__ = ["FORMAT_VERSION", "init_parameters", "load_detector", "save_detector"]
+__all__ = ["FORMAT_VERSION", "load_detector", "save_detector"]
 
 #: Version of the saved-detector layout that :func:`save_detector` writes and
 #: :func:`load_detector` reads; files of another version are refused.
@@ -132,12 +129,6 @@ def load_detector(path: str | Path, classes: dict[str, type[Detector]]) -> Detec
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise ValueError(f"{path}: cannot rebuild {cls.__name__} from the saved state ({error})") from None
     return detector
-
-
-def init_parameters(cls: type) -> list[inspect.Parameter]:
-    """The named parameters of ``cls.__init__``, ``self`` and ``*args``/``**kwargs`` left out."""
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:] if p.kind in named]
 
 
 def _dense_axes(strides: tuple[int, ...]) -> list[int]:

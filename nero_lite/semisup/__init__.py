@@ -8,10 +8,11 @@ exposure; Hendrycks et al., ICLR 2019) and BCE (g on raw images).
 
 Modules, one idea each:
 
+* :mod:`~nero_lite.semisup.config` — :class:`~nero_lite.semisup.config.SemisupConfig`, the experiments' hyperparameters.
 * :mod:`~nero_lite.semisup.transforms` — GEOM's geometric transforms, batched.
 * :mod:`~nero_lite.semisup.networks` — f (a wide ResNet), its feature taps, and g.
 * :mod:`~nero_lite.semisup.training` — f's and g's training, on the package's one loop (:func:`nero_lite.models.train_epochs`).
-* :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors and :class:`~nero_lite.semisup.detectors.SemisupConfig`.
+* :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors.
 * :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
 * :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol`, :func:`~nero_lite.semisup.protocol.summarize`; the paired tests over class × seed (:func:`~nero_lite.paired.paired_difference`) are re-exported here.
 * :mod:`~nero_lite.semisup.digits` — the paper's own setting: one-class handwritten digits, rendered letters as outliers, the paper's MNIST tables.
@@ -28,13 +29,8 @@ All scores: higher = more in-distribution.
 """
 
 from ..detectors.base import NotFittedError
-from .detectors import (
-    PROPOSED_LAYERS,
-    BceDetector,
-    GeomDetector,
-    IntermediateLayerDetector,
-    SemisupConfig,
-)
+from .config import SemisupConfig
+from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector
 from .digits import (
     DIGITS,
     DIGITS_CONFIG,

@@ -21,22 +21,18 @@ safetensors, keyed by the data, the outliers, the hyperparameters and the seed.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Callable
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..cache import cache_dir, fingerprint, read_entry, write_entry
+from ..cache import TRAINED_VERSION, fingerprint, key_digest, keyed_path, train_or_load
 from ..data import ImageSet, to_input
 from ..detectors.base import NotFittedError, signature_repr
 from ..models import resolve_device
+from .config import SemisupConfig
 from .networks import GNet, WideResNet, tap_features
 from .training import train_outlier_head, train_transform_classifier
 from .transforms import GeometricTransforms, geometric_transforms
@@ -46,82 +42,9 @@ __all__ = [
     "BceDetector",
     "GeomDetector",
     "IntermediateLayerDetector",
-    "SemisupConfig",
 ]
 
 PROPOSED_LAYERS = ("z1", "z2", "z3", "z4")
-_CACHE_VERSION = "2"  # 2: entries carry a checksum (nero_lite.cache)
-
-
-@dataclass(frozen=True)
-class SemisupConfig:
-    """Hyperparameters of the semi-supervised experiments (part of every cache key).
-
-    The defaults are sized for a 2-core CPU; :meth:`full` is the paper's setting for a GPU.
-    The CPU default keeps GEOM's 9 shifts and drops its rotations and flips: endoscopic
-    views have no "up", so on the book's data f cannot tell rotations or flips apart
-    (measured: 72-way transform accuracy stalls at 1/8, the shifts found through the
-    position of the circular field of view, the rest at chance), and the 9 shifts are
-    the part of GEOM's set f learns, at 1/8 of its cost.
-
-    Measured with the defaults on the synthetic set (64 px resized to 24; 100 normal
-    images, 16 outliers, 210 test images), one thread of a shared 2-core CPU: GEOM fit
-    2 s, g on z1…z4 fit 1 s and score 0.7 s, BCE fit 0.6 s, GEOM+ fit 4 s.
-
-    Attributes
-    ----------
-    transforms : {"full", "shift", "rot_flip", "rot"}
-        GEOM's transform set (72) or a subset: 9 shifts, 8 rotations × flips, 4 rotations.
-    shift : float
-        Translation unit as a fraction of the image side (GEOM: 0.25).
-    image_size : int or None
-        Images are resized (antialiased bilinear) to this side first; None keeps them.
-    width, blocks, dropout : int, int, float
-        f = WRN-(6·blocks+4)-(width/16) (:class:`~nero_lite.semisup.networks.WideResNet`).
-    geom_epochs, geom_lr : int, float
-        f's training: epochs over every (image, transform) pair, Adam learning rate.
-    batch_size : int
-        f's batch size; with outlier exposure, each batch adds as many outliers.
-    oe_weight : float
-        λ of GEOM+'s loss ``CE(f(T_k x), k) + λ · CE(f(T_k o), uniform)`` (Hendrycks et al.: 0.5).
-    g_filters, g_hidden : int
-        g's convolution channels and hidden width (paper: 64 and 1024).
-    g_epochs, g_lr, g_batch_size : int, float, int
-        g's training: epochs over the ID images, Adam learning rate (divided by 10
-        after 80 % of the steps, as in the paper), ID images per batch (each batch
-        adds as many outliers, drawn with replacement).
-    n_train, n_test : int or None
-        The protocol's cap on normal training images, and on test images per class
-        (:func:`~nero_lite.semisup.outliers.one_class_splits`); None uses all.
-    """
-
-    transforms: str = "shift"
-    shift: float = 0.25
-    image_size: int | None = 24
-    width: int = 8
-    blocks: int = 1
-    dropout: float = 0.0
-    geom_epochs: int = 4
-    geom_lr: float = 1e-3
-    batch_size: int = 64
-    oe_weight: float = 0.5
-    g_filters: int = 16
-    g_hidden: int = 64
-    g_epochs: int = 8
-    g_lr: float = 1e-3
-    g_batch_size: int = 32
-    n_train: int | None = 100
-    n_test: int | None = 30
-
-    @classmethod
-    def full(cls) -> SemisupConfig:
-        """The paper's setting, for a GPU: K = 72, WRN-16-4 with dropout 0.3, g with 64
-        filters and 1024 hidden units, GEOM's ⌈200/K⌉ = 3 epochs over the 72-fold set,
-        all images at their native size."""
-        return cls(
-            transforms="full", image_size=None, width=64, blocks=2, dropout=0.3, geom_epochs=3, batch_size=128,
-            g_filters=64, g_hidden=1024, g_epochs=30, g_batch_size=64, n_train=None, n_test=None,
-        )  # fmt: skip
 
 
 _F_FIELDS = ("transforms", "shift", "image_size", "width", "blocks", "dropout", "geom_epochs", "geom_lr", "batch_size")
@@ -162,29 +85,10 @@ def _per_transform(
     return torch.cat(rows)
 
 
-def _digest(key: dict) -> str:
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _train_or_load(name: str, key: dict, network: nn.Module, train: Callable[[], list[dict]], cache: bool):
-    """Load ``network``'s weights cached under ``key``, or train it and cache them.
-
-    Returns ``(history, seconds, from_cache)``.
-    """
-    path = cache_dir(create=False) / "semisup" / f"{name}-{_digest(key)}.safetensors"
-    entry = read_entry(path, load_file) if cache else None
-    if entry is not None:
-        state, meta = entry
-        network.load_state_dict(state)
-        return meta["history"], meta["seconds"], True
-    start = time.perf_counter()
-    history = train()
-    seconds = time.perf_counter() - start
-    if cache:
-        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        meta = {"key": key, "history": history, "seconds": seconds}
-        write_entry(path, lambda temp: save_file(state, temp), meta)
-    return history, seconds, False
+    """``(history, seconds, from_cache)`` of ``network`` trained for ``key`` or loaded (:func:`nero_lite.cache.train_or_load`)."""
+    trained = train_or_load(keyed_path("semisup", name, key), key, lambda for_loading: network, lambda _: train(), cache)
+    return trained.history, trained.seconds, trained.from_cache
 
 
 class GeomDetector:
@@ -247,7 +151,7 @@ class GeomDetector:
     __repr__ = signature_repr
 
     @property
-    def _cfg(self) -> SemisupConfig:
+    def effective_config(self) -> SemisupConfig:
         """``config``, or the defaults when it was not given."""
         return self.config or SemisupConfig()
 
@@ -260,10 +164,10 @@ class GeomDetector:
             outlier_images = _images(outliers, "outliers")
         elif outliers is not None:
             raise ValueError("plain GEOM does not use outliers; set outlier_exposure=True for GEOM+")
-        cfg, device = self._cfg, resolve_device(self.device)
+        cfg, device = self.effective_config, resolve_device(self.device)
         self.transforms_ = transforms = geometric_transforms(cfg.transforms, cfg.shift)
         key = {
-            "version": _CACHE_VERSION,
+            "version": TRAINED_VERSION,
             "data": fingerprint(images),
             "config": {name: getattr(cfg, name) for name in _F_FIELDS},
             "seed": self.seed,
@@ -283,19 +187,19 @@ class GeomDetector:
         name = "geom+" if self.outlier_exposure else "geom"
         self.history_, self.fit_seconds_, self.from_cache_ = _train_or_load(name, key, f, train_f, self.cache)
         self.network_ = f.eval()
-        self.key_ = _digest(key)
+        self.key_ = key_digest(key)
         return self
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(train) first")
 
     def softmax_matrix(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
         """N×K matrix :math:`\\operatorname{softmax}(f(T_k x))_k`: f's confidence in the right transform."""
-        self._check_fitted()
+        self.check_fitted()
         images, device = _images(images, "images"), next(self.network_.parameters()).device
         return _per_transform(
-            images, self.transforms_, self._cfg.image_size, device, lambda x, k: self.network_(x).softmax(1)[:, k]
+            images, self.transforms_, self.effective_config.image_size, device, lambda x, k: self.network_(x).softmax(1)[:, k]
         )
 
     def score(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
@@ -304,10 +208,10 @@ class GeomDetector:
 
     def transform_accuracy(self, images: ImageSet | torch.Tensor) -> float:
         """Fraction of (image, transform) pairs whose transform f predicts correctly (chance: 1/K)."""
-        self._check_fitted()
+        self.check_fitted()
         images, device = _images(images, "images"), next(self.network_.parameters()).device
         hits = _per_transform(
-            images, self.transforms_, self._cfg.image_size, device, lambda x, k: self.network_(x).argmax(1) == k
+            images, self.transforms_, self.effective_config.image_size, device, lambda x, k: self.network_(x).argmax(1) == k
         )
         return float(hits.mean())
 
@@ -320,7 +224,7 @@ class _OutlierHead(ABC):
     __repr__ = signature_repr
 
     @property
-    def _cfg(self) -> SemisupConfig:
+    def effective_config(self) -> SemisupConfig:
         """``config``, or the defaults when it was not given."""
         return self.config or SemisupConfig()
 
@@ -348,14 +252,14 @@ class _OutlierHead(ABC):
         if outliers is None:
             raise ValueError(f"{type(self).__name__} is semi-supervised: fit(train, outliers) needs training outliers")
         images, outlier_images = _images(train, "train"), _images(outliers, "outliers")
-        cfg, device = self._cfg, resolve_device(self.device)
+        cfg, device = self.effective_config, resolve_device(self.device)
         self.transforms_, feature_key = self._setup(device)
         key = {
-            "version": _CACHE_VERSION,
+            "version": TRAINED_VERSION,
             "features": feature_key,
             "data": fingerprint(images),
             "outliers": fingerprint(outlier_images),
-            "config": {name: getattr(self._cfg, name) for name in _G_FIELDS},
+            "config": {name: getattr(self.effective_config, name) for name in _G_FIELDS},
             "seed": self.seed,
         }
         size = cfg.image_size or images.shape[-1]
@@ -380,7 +284,7 @@ class _OutlierHead(ABC):
         images = _images(images, "images")
         device = next(self.network_.parameters()).device
         return _per_transform(
-            images, self.transforms_, self._cfg.image_size, device,
+            images, self.transforms_, self.effective_config.image_size, device,
             lambda x, k: torch.sigmoid(self.network_(self._features(x))),
         )  # fmt: skip
 
@@ -434,18 +338,18 @@ class IntermediateLayerDetector(_OutlierHead):
         self.progress = progress
 
     @property
-    def _cfg(self) -> SemisupConfig:
+    def effective_config(self) -> SemisupConfig:
         """``config``, or GEOM's when it was not given."""
-        return self.config or self.geom._cfg
+        return self.config or self.geom.effective_config
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
-        self.geom._check_fitted()
+        self.geom.check_fitted()
         layers = tuple(self.layers)
         unknown = set(layers) - {*PROPOSED_LAYERS, "softmax"}
         if unknown or not layers:
             raise ValueError(f"layers must be a non-empty subset of {(*PROPOSED_LAYERS, 'softmax')}, got {layers}")
-        geom_cfg = self.geom._cfg
-        if (self._cfg.transforms, self._cfg.shift, self._cfg.image_size) != (
+        geom_cfg = self.geom.effective_config
+        if (self.effective_config.transforms, self.effective_config.shift, self.effective_config.image_size) != (
             geom_cfg.transforms, geom_cfg.shift, geom_cfg.image_size,
         ):  # fmt: skip
             raise ValueError("config must use GEOM's transforms, shift and image_size")
@@ -493,7 +397,7 @@ class BceDetector(_OutlierHead):
         self.progress = progress
 
     def _setup(self, device: torch.device) -> tuple[GeometricTransforms, dict]:
-        return geometric_transforms(self._cfg.transforms, self._cfg.shift), {"raw": 3}
+        return geometric_transforms(self.effective_config.transforms, self.effective_config.shift), {"raw": 3}
 
     def _dims(self) -> dict[str, int]:
         return {"x": 3}

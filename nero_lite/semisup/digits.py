@@ -46,7 +46,7 @@ from sklearn.model_selection import train_test_split
 
 from ..data import ImageSet, Splits
 from ..paired import PairedDifference
-from .detectors import SemisupConfig
+from .config import SemisupConfig
 from .protocol import summarize
 
 __all__ = [
@@ -106,7 +106,7 @@ PAPER_LAYERS = pd.Series(
 #: "up"; on 8 × 8 images a shift would move it by 2 pixels), the native 8 × 8 size, f
 #: trained for 10 epochs over the 8-fold set (GEOM's ⌈200/K⌉ would be 25), every training
 #: and test image of a class; networks as in the CPU default of
-#: :class:`~nero_lite.semisup.detectors.SemisupConfig`. Measured on a shared 2-core CPU, one
+#: :class:`~nero_lite.semisup.config.SemisupConfig`. Measured on a shared 2-core CPU, one
 #: thread, nothing cached: the protocol over the 10 digits × 3 seeds with GEOM, GEOM+, BCE,
 #: the proposed g and its 5 one-feature ablations takes about 3 minutes.
 DIGITS_CONFIG = SemisupConfig(transforms="rot_flip", image_size=None, geom_epochs=10, n_train=None, n_test=None)

@@ -5,7 +5,7 @@ architecture GEOM and the 2021 paper use (WRN-16-4, dropout 0.3): a 3×3 stem
 convolution, three groups of pre-activation residual blocks with ``width``, ``2·width``
 and ``4·width`` channels (strides 1, 2, 2), BN + ReLU, global average pooling and a
 linear head with one logit per transform. WRN-16-4 is ``width=64, blocks=2``; the
-CPU default of :class:`~nero_lite.semisup.detectors.SemisupConfig` is ``width=8, blocks=1`` (about 21 k parameters).
+CPU default of :class:`~nero_lite.semisup.config.SemisupConfig` is ``width=8, blocks=1`` (about 21 k parameters).
 Its intermediate outputs are the features of the 2021 paper:
 
 * ``z1``, ``z2``, ``z3`` — the outputs of the three groups (side ``S``, ``S/2``, ``S/4``);

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..data import ImageSet, Splits
 from ..metrics import auroc, mean_std_text
-from ..paired import PairedDifference, paired_difference
 from ..progress import bar as progress_bar
-from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector, SemisupConfig
+from .config import SemisupConfig
+from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector
 from .outliers import one_class_splits, texture_outliers
 
 __all__ = ["METHODS", "mean_std", "run_protocol", "summarize"]

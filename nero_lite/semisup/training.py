@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..models import train_epochs
+from .config import SemisupConfig
 from .transforms import GeometricTransforms
-
-if TYPE_CHECKING:
-    from .detectors import SemisupConfig
 
 __all__ = ["train_outlier_head", "train_transform_classifier"]
 
