@@ -208,7 +208,7 @@ class Bundle:
 
     @property
     def references(self) -> ImageSet | None:
-        """Deprecated name of :attr:`pool` (a reference meant four things; the pool of images is ``pool``)."""
+        """Deprecated name of ``pool`` (a reference meant four things; the pool of images is ``pool``)."""
         warnings.warn("Bundle.references is now Bundle.pool", DeprecationWarning, stacklevel=2)
         return self.pool
 

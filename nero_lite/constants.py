@@ -4,7 +4,7 @@ that imports nothing, so that ``python -m nero_lite --help`` and a usage error l
 Each is defined here once; the modules that use them import them from here:
 :data:`ARCHITECTURES` (:mod:`nero_lite.models`), :data:`DETECTORS` (the registry of
 :mod:`nero_lite.detectors`), :data:`PRESETS` (:mod:`nero_lite.detectors.presets`),
-:data:`CORNER_FRACTION` and :data:`TEXT_MARGIN_FRACTION` (:mod:`nero_lite.data.masking`) and
+:data:`CORNER_FRACTION` and :data:`TEXT_MARGIN_FRACTION` (:mod:`nero_lite.data`) and
 :data:`POOL_PER_CLASS` (:mod:`nero_lite.bundle`).
 """
 

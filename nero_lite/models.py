@@ -173,7 +173,7 @@ def create_model(
     Parameters
     ----------
     arch : str
-        One of :data:`ARCHITECTURES` or a timm model name whose classifier is one ``nn.Linear``.
+        One of :data:`~nero_lite.constants.ARCHITECTURES` or a timm model name whose classifier is one ``nn.Linear``.
     pretrained : bool
         Start from timm's ImageNet weights (:data:`PRETRAINED_TAGS` for the named
         architectures), downloaded from timm's hub: the explicit opt-in for users online.

@@ -97,7 +97,7 @@ def _markdown(metrics: pd.DataFrame) -> str:
 def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0, given: nn.Module | None = None) -> dict:
     """Run the ``evaluate`` (alias ``score``) command on images already read; returns what it wrote to ``run.json``.
 
-    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.common.classifier`).
+    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.classifier`).
     """
     import pandas as pd
 

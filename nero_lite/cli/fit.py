@@ -115,7 +115,7 @@ def read_fit(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
 def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: float = 0.0, given: nn.Module | None = None) -> Bundle:
     """Run the ``fit`` command on images already read; returns the bundle it wrote.
 
-    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.common.classifier`).
+    ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.classifier`).
     """
     from .. import detectors
     from ..bundle import Bundle, reference_pool
