@@ -10,7 +10,10 @@ Modules, in the order data flows through them:
   and splitting folders), ``data.caching`` and ``data.loaders`` (``load``).
 * :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries, networks trained once (:func:`~nero_lite.cache.train_or_load`).
 * :mod:`nero_lite.progress` — every progress bar, and the one switch that hides them (``NERO_LITE_PROGRESS=0``).
-* :mod:`nero_lite.models` — timm classifiers, cached training, one-pass :func:`~nero_lite.models.extract`.
+* :mod:`nero_lite.devices` — the device (CUDA when there is one) and its clock.
+* :mod:`nero_lite.models` — timm classifiers by name, their starting weights, their head.
+* :mod:`nero_lite.training` — the recipe, the training loop, classifiers trained once and cached.
+* :mod:`nero_lite.extraction` — the head's input and output in one forward pass (:func:`~nero_lite.extraction.extract`).
 * :mod:`nero_lite.outputs` — the :class:`~nero_lite.outputs.Outputs` record detectors consume.
 * :mod:`nero_lite.detectors` — NERO and the 13 baselines, one scikit-learn-style interface:
   :mod:`~nero_lite.detectors.base` (the contract), :mod:`~nero_lite.detectors.saving` (saved detectors), :mod:`~nero_lite.detectors.logits`,

@@ -72,7 +72,9 @@ from zennit.core import Composite
 from .canonizers import resnet_composite, vit_composite
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import NeroDetector
-from .models import capture_head, find_head, resolve_device
+from .devices import resolve_device
+from .extraction import capture_head
+from .models import find_head
 from .outputs import Outputs
 from .relevance import Target, layer_relevance, output_relevance
 
@@ -233,7 +235,7 @@ class AttributionPass:
     r"""One forward pass kept in the autograd graph, for several backward passes to the pixels.
 
     Made by :func:`attribution_passes`. ``outputs`` are the pass's head inputs and logits
-    (detached: what :func:`~nero_lite.models.extract` gives, from the same forward pass);
+    (detached: what :func:`~nero_lite.extraction.extract` gives, from the same forward pass);
     ``graph_outputs`` the same still in the graph. Every map is :math:`\sum_{\text{colour}}`
     of what reaches the input: the relevance under the LRP rules (``method=LRP``) or
     gradient × input (``method=GRADIENT_X_INPUT``), from
@@ -295,7 +297,7 @@ def attribution_passes(
     once for the block, not per batch or per map; ``method=GRADIENT_X_INPUT`` registers no
     rules. ``layer`` names the concept layer (:func:`concept_layer`) whose output
     :meth:`AttributionPass.concepts` masks. The head input is recorded by
-    :func:`~nero_lite.models.capture_head`, entered before the rules so that it sees the
+    :func:`~nero_lite.extraction.capture_head`, entered before the rules so that it sees the
     tensor the model computed. Inside the block gradients are on and parameters need none.
     """
     lrp = method == LRP

@@ -5,7 +5,7 @@ Run ``python -m nero_lite.bench --dataset synthetic --arch resnet18``. It prints
 * per detector: AUROC / FPR95 / AUPR-In / AUPR-Out (pooled over the OOD classes) and
   the seconds spent fitting and scoring;
 * throughput in images/s of (a) a plain ``model(x)`` forward pass and (b)
-  :func:`~nero_lite.models.extract` followed by NERO's score, over the same images in
+  :func:`~nero_lite.extraction.extract` followed by NERO's score, over the same images in
   the same run, and their ratio (b)/(a);
 
 and writes ``bench-<dataset>-<arch>.csv`` (the detector table) and ``.json`` (all of it)
@@ -36,7 +36,10 @@ from PIL import Image
 from . import detectors
 from .compare import compare_detectors, extract_splits
 from .data import image_files, load, read_image, to_input
-from .models import ARCHITECTURES, extract, resolve_device, synchronize, train_classifier
+from .devices import resolve_device, synchronize
+from .extraction import extract
+from .models import ARCHITECTURES
+from .training import train_classifier
 from .synthetic import SyntheticConfig
 
 

@@ -189,7 +189,7 @@ def train_or_load(
     architecture the cached weights are loaded into; otherwise the starting point of
     ``train(network)``, which trains it in place and returns its history. The weights are
     stored as safetensors, the key, history and seconds in the sidecar (:func:`write_entry`),
-    both trainers of the package use it (:func:`nero_lite.models.train_classifier`, the
+    both trainers of the package use it (:func:`nero_lite.training.train_classifier`, the
     networks of :mod:`nero_lite.semisup`). ``cache=False`` neither reads nor writes.
     """
     entry = read_entry(path, load_file) if cache else None

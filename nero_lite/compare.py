@@ -18,7 +18,8 @@ from torch import nn
 from . import detectors as _detectors
 from .data import ImageSet, Splits, to_input
 from .metrics import evaluate_table
-from .models import extract, resolve_device
+from .devices import resolve_device
+from .extraction import extract
 from .outputs import Outputs
 from .progress import bar
 
@@ -35,7 +36,7 @@ class ExtractedSplits:
 
 
 def extract_splits(model: nn.Module, splits: Splits, device="auto", progress: bool = True) -> ExtractedSplits:
-    """:func:`~nero_lite.models.extract` on the ID train, ID test and OOD test sets."""
+    """:func:`~nero_lite.extraction.extract` on the ID train, ID test and OOD test sets."""
     return ExtractedSplits(*(extract(model, s, device, progress=progress) for s in (splits.train, splits.test, splits.ood)))
 
 

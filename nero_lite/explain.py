@@ -68,7 +68,8 @@ from .attribution import GRADIENT_X_INPUT, LRP, Method, attribution_passes, conc
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import Decomposition, NeroDetector
 from .metrics import threshold_at_tpr
-from .models import extract, resolve_device
+from .devices import resolve_device
+from .extraction import extract
 from .outputs import Outputs
 from .relevance import Target, head_relevance, output_relevance
 

@@ -58,7 +58,8 @@ from . import attribution, explain
 from .data import image_tensor, to_input
 from .detectors.nero import NeroDetector
 from .metrics import mean_std_text
-from .models import extract, resolve_device
+from .devices import resolve_device
+from .extraction import extract
 from .paired import paired_difference
 
 __all__ = [
@@ -475,7 +476,8 @@ def benchmark(
     from . import data, synthetic  # data loading only when a benchmark runs
     from .detectors import create
     from .metrics import auroc, threshold_at_tpr
-    from .models import Recipe, accuracy, train_classifier
+    from .extraction import accuracy
+    from .training import Recipe, train_classifier
 
     if dataset not in LOCAL_FINDINGS:
         raise ValueError(f"dataset must be one of {sorted(LOCAL_FINDINGS)}, got {dataset!r}")
@@ -536,7 +538,7 @@ def main(argv: list[str] | None = None) -> Benchmark:
     parser.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     parser.add_argument("--images", type=int, default=40, help="flagged images explained per seed and class")
     args = parser.parse_args(argv)
-    from .models import Recipe
+    from .training import Recipe
 
     recipe = Recipe(epochs=args.epochs) if args.epochs else None
     result = benchmark(args.dataset, arch=args.arch, size=args.size, seeds=args.seeds, mask_corner=args.mask_corner,

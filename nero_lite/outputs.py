@@ -1,7 +1,7 @@
 """The `Outputs` record: what one forward pass of a classifier gives a detector.
 
 Every detector in :mod:`nero_lite.detectors` is fitted and scored on an `Outputs`
-object. :func:`nero_lite.models.extract` builds one from a model and images; users
+object. :func:`nero_lite.extraction.extract` builds one from a model and images; users
 who bring their own features build one directly from tensors or numpy arrays.
 """
 

@@ -42,7 +42,8 @@ from .attribution import score_gradient_maps, score_maps
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import NeroDetector
 from .explain import explain
-from .models import find_head, resolve_device, synchronize
+from .devices import resolve_device, synchronize
+from .models import find_head
 
 __all__ = ["explain_cost", "map_agreement", "randomize_head", "region_share"]
 

@@ -25,7 +25,8 @@ from . import data as _data
 from .metrics import auroc as _auroc
 from .metrics import mean_std_text
 from .compare import ExtractedSplits, compare_detectors, extract_splits
-from .models import Recipe, accuracy, extract, train_classifier
+from .extraction import accuracy, extract
+from .training import Recipe, train_classifier
 
 __all__ = ["Run", "Study", "run_study", "mean_std", "test_time_masking"]
 
@@ -176,7 +177,7 @@ def run_study(
         ``True`` applies :func:`~nero_lite.data.mask_shortcut` (lower-left corner) to the
         train, test and OOD images alike.
     arch, recipe, pretrained, weights
-        The classifier (:func:`~nero_lite.models.train_classifier`; trained once per
+        The classifier (:func:`~nero_lite.training.train_classifier`; trained once per
         data, arch, recipe, starting weights and seed, then read from the cache). The NERO
         paper's setting: ``arch="resnet18"`` or ``"deit_small"``, ``size=224``,
         ``recipe=Recipe.paper()``, ``pretrained=True`` (online) or ``weights=`` a local file.

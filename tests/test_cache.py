@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nero_lite import cache, data, models
+from nero_lite import cache, data, training
 from nero_lite.synthetic import SyntheticConfig
 from tests.test_models import tiny_set
 
@@ -74,16 +74,16 @@ def test_a_damaged_entry_is_discarded_with_one_warning(tmp_path, damage):
 
 def test_damaged_weights_are_retrained_and_cached_again(tmp_path, monkeypatch):
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
-    images, recipe = tiny_set(n=24), models.Recipe(epochs=1, batch_size=8)
-    first = models.train_classifier(images, "resnet18", recipe, device="cpu", progress=False)
+    images, recipe = tiny_set(n=24), training.Recipe(epochs=1, batch_size=8)
+    first = training.train_classifier(images, "resnet18", recipe, device="cpu", progress=False)
     (weights,) = (tmp_path / "models").glob("*.safetensors")
     weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
     with pytest.warns(UserWarning, match="discarding damaged cache entry"):
-        second = models.train_classifier(images, "resnet18", recipe, device="cpu", progress=False)
+        second = training.train_classifier(images, "resnet18", recipe, device="cpu", progress=False)
     assert not second.from_cache
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)  # seeded: the same weights again
-    assert models.train_classifier(images, "resnet18", recipe, device="cpu", progress=False).from_cache
+    assert training.train_classifier(images, "resnet18", recipe, device="cpu", progress=False).from_cache
 
 
 def test_damaged_image_tensors_are_rebuilt(tmp_path, monkeypatch):
@@ -102,5 +102,5 @@ def test_damaged_image_tensors_are_rebuilt(tmp_path, monkeypatch):
 def test_no_cache_touches_no_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path / "cache"))
     data.load(config=SyntheticConfig(n_train=2, n_test=1, n_ood=1), size=16, cache=False)
-    models.train_classifier(tiny_set(n=12), "resnet18", models.Recipe(epochs=1, batch_size=8), device="cpu", cache=False, progress=False)
+    training.train_classifier(tiny_set(n=12), "resnet18", training.Recipe(epochs=1, batch_size=8), device="cpu", cache=False, progress=False)
     assert not (tmp_path / "cache").exists()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from image_folders import colour_tree, draw, one_line_error
-from nero_lite import cli, compare, detectors, models
+from nero_lite import cli, compare, detectors, models, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,7 +246,7 @@ def _state_file(path: Path, num_classes: int) -> Path:
 
 
 def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatch):
-    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
+    monkeypatch.setattr(training, "train_classifier", lambda *a, **k: pytest.fail("a whole classifier was trained again"))
     built, create = [], models.create_model
     monkeypatch.setattr(models, "create_model", lambda *a, **k: built.append(a) or create(*a, **k))
     weights = _state_file(tree / "mine.safetensors", num_classes=3)
@@ -259,13 +259,13 @@ def test_a_whole_classifier_in_weights_is_used_as_it_is(tree, capsys, monkeypatc
 
 def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkeypatch):
     seen = {}
-    real = models.train_classifier
+    real = training.train_classifier
 
     def spy(data, arch, recipe, **kwargs):
         seen.update(recipe=recipe, **kwargs)
         return real(data, arch, recipe, **kwargs)
 
-    monkeypatch.setattr(models, "train_classifier", spy)
+    monkeypatch.setattr(training, "train_classifier", spy)
     real_compare = compare.compare_detectors
 
     def compare_spy(outputs, splits, created, **kwargs):
@@ -279,7 +279,7 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
     assert cli.main(argv) == 0
     assert "fine-tuning from" in capsys.readouterr().err
     assert seen["weights"] == weights and not seen["pretrained"]
-    assert seen["recipe"] == replace(models.Recipe.paper(), epochs=2)
+    assert seen["recipe"] == replace(training.Recipe.paper(), epochs=2)
     assert seen["react"] == vars(detectors.create("react", "reference", "resnet18")) != vars(detectors.create("react"))
     assert not json.loads((tree / "out" / "run.json").read_text())["model_used_as_is"]
 
@@ -287,7 +287,7 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
 def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypatch):
     import torch
 
-    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
+    monkeypatch.setattr(training, "train_classifier", lambda *a, **k: pytest.fail("training started before the weights were checked"))
     assert "--weights: weights file not found" in one_line_error(_args(tree, "--weights", str(tree / "absent.pt")), capsys)
     torch.save({"model": object()}, tree / "pickled.pt")
     assert "is not a safetensors or weights-only" in one_line_error(_args(tree, "--weights", str(tree / "pickled.pt")), capsys)

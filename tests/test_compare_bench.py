@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nero_lite import bench, compare, detectors, metrics, models
+from nero_lite import bench, compare, detectors, extraction, metrics, models
 from nero_lite.data import ImageSet, Splits, to_input
 from nero_lite.outputs import Outputs
 
@@ -83,7 +83,7 @@ def test_throughput_reports_a_ratio_against_the_forward_pass(monkeypatch):
     as the plain one and then scores, so the ratio is exactly 1 / (1 + cost)."""
     model = models.create_model("resnet18", 3, 32).eval()
     images = ImageSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 3, ["a", "b", "c"])
-    train = models.extract(model, images, "cpu", progress=False)
+    train = extraction.extract(model, images, "cpu", progress=False)
     nero = detectors.create("nero", pca_fraction=0.02).fit(train)  # 10 components from 16 samples
     ticks = [0.0]
     model.register_forward_hook(lambda module, inputs, output: ticks.__setitem__(0, ticks[0] + len(inputs[0])))
@@ -149,7 +149,7 @@ def test_a_detector_that_needs_the_images_is_scored_on_them():
     """compare_detectors reads needs_images, not the class: any such detector gets the model and the images."""
     splits = fake_splits()
     model = models.create_model("resnet18", 3, 8).eval()
-    outputs = compare.ExtractedSplits(*(models.extract(model, part, "cpu", progress=False)
+    outputs = compare.ExtractedSplits(*(extraction.extract(model, part, "cpu", progress=False)
                                         for part in (splits.train, splits.test, splits.ood)))
     seen = []
 

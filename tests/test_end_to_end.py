@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nero_lite import compare, data, detectors, metrics, models, study
+from nero_lite import compare, data, detectors, extraction, metrics, study, training
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ NERO_AUROC = {"resnet18": (0.74, 0.87), "resnet18d": (0.82, 0.90)}
 @pytest.mark.parametrize("arch", ["resnet18", "resnet18d"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_resnets_are_accurate_and_msp_is_imperfect_on_near_ood(splits, arch, seed):
-    model = models.train_classifier(splits.train, arch, seed=seed)
+    model = training.train_classifier(splits.train, arch, seed=seed)
     outputs = compare.extract_splits(model, splits, progress=False)
-    assert models.accuracy(outputs.test) >= 0.99
+    assert extraction.accuracy(outputs.test) >= 0.99
     table = msp_table(outputs, splits)
     # the embedded data is not trivial: detectors have room to differ (measured 0.76-0.83)
     assert 0.72 <= table.loc["near-OOD", "auroc"] <= 0.87
@@ -46,10 +46,10 @@ def test_resnets_are_accurate_and_msp_is_imperfect_on_near_ood(splits, arch, see
 
 
 def test_vit_trains_above_chance(splits):
-    model = models.train_classifier(splits.train, "vit", seed=0)
+    model = training.train_classifier(splits.train, "vit", seed=0)
     outputs = compare.extract_splits(model, splits, progress=False)
     assert outputs.test.features.shape[1] == 192
-    assert models.accuracy(outputs.test) >= 0.6
+    assert extraction.accuracy(outputs.test) >= 0.6
     assert torch.isfinite(outputs.ood.logits).all()
 
 
@@ -72,7 +72,7 @@ def test_chapter_8_classifiers_on_the_real_images(seed):
             ood_sets = {"polyps": data.load_segmented(size=64, progress=False).images}
         except FileNotFoundError:
             ood_sets = {}
-        runs = study.run_study("hyperkvasir", seeds=(seed,), masks=(False, True), size=64, recipe=models.Recipe(epochs=20),
+        runs = study.run_study("hyperkvasir", seeds=(seed,), masks=(False, True), size=64, recipe=training.Recipe(epochs=20),
                                ood_sets=ood_sets, detectors=["msp", "nero"], progress=False).runs
     for run in runs:
         assert REAL_ACCURACY[0] <= run.accuracy <= REAL_ACCURACY[1], run.setting

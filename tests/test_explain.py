@@ -27,7 +27,8 @@ from nero_lite.attribution import (
     token_relevance,
 )
 from nero_lite.explain import explain, fit_threshold, median_index
-from nero_lite.models import create_model, extract
+from nero_lite.extraction import extract
+from nero_lite.models import create_model
 from nero_lite.outputs import Outputs
 from nero_lite.plots import plot_report, side_by_side
 from nero_lite.relevance import layer_relevance, output_relevance

@@ -134,7 +134,8 @@ def test_compare_maps_measures_every_map_on_the_same_images():
     """On an untrained network: the table is complete, and the maps that know nothing score chance."""
     from nero_lite import detectors
     from nero_lite.data import ImageSet
-    from nero_lite.models import create_model, extract
+    from nero_lite.extraction import extract
+    from nero_lite.models import create_model
 
     torch.manual_seed(0)
     model = create_model("resnet18d", 3).eval()

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
-from nero_lite import models
+from nero_lite import extraction, models, training
 from nero_lite.data import ImageSet, to_input
 
 
@@ -25,7 +25,7 @@ def test_extract_is_one_pass_and_consistent(arch, dim):
     data = tiny_set(n=10)
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
-    out = models.extract(model, data, device="cpu", batch_size=4, progress=False)
+    out = extraction.extract(model, data, device="cpu", batch_size=4, progress=False)
     assert len(calls) == 3  # ceil(10 / 4) forward passes, no more
     assert out.features.shape == (10, dim) and out.logits.shape == (10, 3)
     assert out.weight.shape == (3, dim) and out.bias.shape == (3,)
@@ -38,7 +38,7 @@ def test_extract_is_one_pass_and_consistent(arch, dim):
 
 def test_extract_on_a_torchvision_model_and_raw_tensors():
     model = torchvision.models.resnet18(num_classes=4).eval()
-    out = models.extract(model, torch.randn(5, 3, 32, 32), device="cpu", progress=False)
+    out = extraction.extract(model, torch.randn(5, 3, 32, 32), device="cpu", progress=False)
     assert out.features.shape == (5, 512) and out.logits.shape == (5, 4)
     assert torch.equal(out.labels, torch.full((5,), -1))
     assert models.find_head(model) is model.fc
@@ -54,17 +54,17 @@ def test_unknown_architecture_and_headless_model():
 def test_training_is_seeded_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
     data = tiny_set(n=48)
-    recipe = models.Recipe(epochs=3, batch_size=16, lr=3e-3)
-    first = models.train_classifier(data, "resnet18", recipe, seed=1, device="cpu", progress=False)
+    recipe = training.Recipe(epochs=3, batch_size=16, lr=3e-3)
+    first = training.train_classifier(data, "resnet18", recipe, seed=1, device="cpu", progress=False)
     assert not first.from_cache and len(first.training_history) == 3
     files = sorted(p.suffix for p in (tmp_path / "models").iterdir())
     assert files == [".json", ".safetensors"]  # no temporary files left behind
-    second = models.train_classifier(data, "resnet18", recipe, seed=1, device="cpu", progress=False)
+    second = training.train_classifier(data, "resnet18", recipe, seed=1, device="cpu", progress=False)
     assert second.from_cache and second.training_history == first.training_history
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     # a different seed is a different model, trained afresh
-    third = models.train_classifier(data, "resnet18", recipe, seed=2, device="cpu", progress=False)
+    third = training.train_classifier(data, "resnet18", recipe, seed=2, device="cpu", progress=False)
     assert not third.from_cache
     weights = next((tmp_path / "models").glob("*.safetensors"))
     assert "fc.weight" in load_file(weights)
@@ -73,9 +73,9 @@ def test_training_is_seeded_and_cached(tmp_path, monkeypatch):
 def test_training_learns_a_separable_toy_set(tmp_path, monkeypatch):
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
     data = tiny_set(n=96)
-    model = models.train_classifier(data, "resnet18", models.Recipe(epochs=6, batch_size=16, lr=3e-3), device="cpu", progress=False)
-    out = models.extract(model, data, device="cpu", progress=False)
-    assert models.accuracy(out) >= 0.9
+    model = training.train_classifier(data, "resnet18", training.Recipe(epochs=6, batch_size=16, lr=3e-3), device="cpu", progress=False)
+    out = extraction.extract(model, data, device="cpu", progress=False)
+    assert extraction.accuracy(out) >= 0.9
 
 
 @pytest.mark.parametrize("arch", ["vit", "deit_small", "resnet18d"])
@@ -95,3 +95,14 @@ def test_the_command_line_and_create_model_accept_the_same_sizes(arch, size, tmp
         with pytest.raises(ValueError) as raised:
             models.create_model(arch, 3, size)
         assert str(raised.value) == models.size_problem(arch, size) and "SIZE" in problem
+
+
+def test_the_names_that_left_models_still_work_for_one_release():
+    from nero_lite import devices, extraction, training
+
+    for name, module in (("train_classifier", training), ("Recipe", training), ("extract", extraction),
+                         ("accuracy", extraction), ("resolve_device", devices)):
+        with pytest.warns(DeprecationWarning, match=f"nero_lite.{module.__name__.split('.')[-1]}.{name}"):
+            assert getattr(models, name) is getattr(module, name)
+    with pytest.raises(AttributeError):
+        models.no_such_name

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nero_lite import models, progress
+from nero_lite import extraction, models, progress
 from nero_lite.data import ImageSet
 
 
@@ -22,14 +22,14 @@ def test_environment_switches_every_bar(monkeypatch, capsys, value, shown):
         monkeypatch.setenv("NERO_LITE_PROGRESS", value)
     assert progress.enabled() is shown
     model, images = tiny_model_and_images()
-    models.extract(model, images, "cpu", batch_size=2)
+    extraction.extract(model, images, "cpu", batch_size=2)
     assert ("extract" in capsys.readouterr().err) is shown
 
 
 def test_caller_can_hide_a_bar_the_environment_allows(monkeypatch, capsys):
     monkeypatch.setenv("NERO_LITE_PROGRESS", "1")
     model, images = tiny_model_and_images()
-    models.extract(model, images, "cpu", batch_size=2, progress=False)
+    extraction.extract(model, images, "cpu", batch_size=2, progress=False)
     assert capsys.readouterr().err == ""
     assert list(progress.bar(range(3), show=False)) == [0, 1, 2]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nero_lite import compare, data, models, study
+from nero_lite import compare, data, extraction, study, training
 from nero_lite.synthetic import SyntheticConfig
 
 TINY = SyntheticConfig(n_train=8, n_test=6, n_ood=6)
@@ -18,7 +18,7 @@ def tiny_study(tmp_path_factory, one_torch_thread) -> study.Study:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERO_LITE_CACHE", str(tmp_path_factory.mktemp("cache")))
         return study.run_study("synthetic", seeds=(0, 1), masks=(False, True), size=32,
-                               recipe=models.Recipe(epochs=1), detectors=["msp", "nero"], config=TINY, progress=False)
+                               recipe=training.Recipe(epochs=1), detectors=["msp", "nero"], config=TINY, progress=False)
 
 
 def test_one_run_per_seed_and_setting(tiny_study):
@@ -76,7 +76,7 @@ def test_the_starting_weights_reach_every_training(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
     monkeypatch.setattr(study, "train_classifier", spy)
-    recipe = models.Recipe(epochs=1)
+    recipe = training.Recipe(epochs=1)
     study.run_study("synthetic", seeds=(0, 1), masks=(False,), size=32, arch="resnet18", recipe=recipe,
                     pretrained=True, detectors=["msp"], config=TINY, progress=False)
     assert seen == [("resnet18", recipe, True, None)] * 2
@@ -95,8 +95,8 @@ def test_test_time_masking_agrees_with_the_masked_runs_images(tiny_study):
     pd.testing.assert_series_equal(table[table.region == "nothing"].set_index(key).auroc, none, check_exact=False, rtol=1e-6)
     masked_splits = tiny_study.run(seed=0, masked=True).splits   # the same images, the corner masked by data.load
     by_hand, _ = compare.compare_detectors(
-        compare.ExtractedSplits(run.outputs.train, models.extract(run.model, masked_splits.test, progress=False),
-                                models.extract(run.model, masked_splits.ood, progress=False)),
+        compare.ExtractedSplits(run.outputs.train, extraction.extract(run.model, masked_splits.test, progress=False),
+                                extraction.extract(run.model, masked_splits.ood, progress=False)),
         masked_splits, ["msp", "nero"], model=run.model, progress=False)
     pd.testing.assert_series_equal(table[table.region == "box corner"].set_index(key).auroc, by_hand.set_index(key).auroc,
                                    check_exact=False, rtol=1e-6)

@@ -10,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from nero_lite import models
+from nero_lite import models, training
 from nero_lite.data import ImageSet, to_input
 
 
@@ -115,28 +115,28 @@ def test_pretrained_asks_timm_for_the_papers_weights(monkeypatch):
 
 
 def test_the_papers_recipe_and_the_cache_key():
-    paper = models.Recipe.paper()
+    paper = training.Recipe.paper()
     # model_training/train.py of the official NERO code: Adam(lr=1e-4), batch 32; 20 epochs in the paper
     assert (paper.optimizer, paper.lr, paper.weight_decay, paper.batch_size, paper.epochs) == ("adam", 1e-4, 0.0, 32, 20)
     assert paper.schedule == "constant" and paper.augment and paper.photometric and not paper.transpose
     # the default recipe keeps the key it had before the later fields existed (cached weights stay valid)
-    assert models.Recipe().key() == {"epochs": 8, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "augment": True}
-    assert models.Recipe(photometric=True).key()["photometric"] is True
+    assert training.Recipe().key() == {"epochs": 8, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "augment": True}
+    assert training.Recipe(photometric=True).key()["photometric"] is True
     with pytest.raises(ValueError, match="optimizer must be"):
-        models.Recipe(optimizer="sgd")
+        training.Recipe(optimizer="sgd")
 
 
 def _train(data, recipe, **kwargs):
-    return models.train_classifier(data, "resnet18", recipe, device="cpu", cache=False, progress=False, **kwargs)
+    return training.train_classifier(data, "resnet18", recipe, device="cpu", cache=False, progress=False, **kwargs)
 
 
 def test_the_papers_recipe_trains_seeded_with_photometric_augmentation():
     data = tiny_set(n=16)
-    recipe = models.Recipe(**{**models.Recipe.paper().__dict__, "epochs": 1, "batch_size": 8})
+    recipe = training.Recipe(**{**training.Recipe.paper().__dict__, "epochs": 1, "batch_size": 8})
     first, second = _train(data, recipe, seed=3), _train(data, recipe, seed=3)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
-    plain = _train(data, models.Recipe(**{**recipe.__dict__, "photometric": False}), seed=3)
+    plain = _train(data, training.Recipe(**{**recipe.__dict__, "photometric": False}), seed=3)
     assert not torch.equal(plain.conv1.weight, first.conv1.weight)  # the augmentation changed what it saw
 
 
@@ -145,11 +145,11 @@ def test_fine_tuning_starts_from_the_file_and_keys_the_cache_on_it(tmp_path, mon
     torch.manual_seed(5)
     start = timm.create_model("resnet18", num_classes=1000)
     path = save(start, tmp_path / "start.safetensors")
-    frozen = models.Recipe(epochs=1, batch_size=8, lr=0.0, weight_decay=0.0)  # lr 0: the weights stay the file's
+    frozen = training.Recipe(epochs=1, batch_size=8, lr=0.0, weight_decay=0.0)  # lr 0: the weights stay the file's
     data = tiny_set(n=16)
-    tuned = models.train_classifier(data, "resnet18", frozen, weights=path, device="cpu", progress=False)
+    tuned = training.train_classifier(data, "resnet18", frozen, weights=path, device="cpu", progress=False)
     assert torch.equal(tuned.conv1.weight, start.conv1.weight) and torch.equal(tuned.layer4[1].conv2.weight, start.layer4[1].conv2.weight)
-    scratch = models.train_classifier(data, "resnet18", frozen, device="cpu", progress=False)
+    scratch = training.train_classifier(data, "resnet18", frozen, device="cpu", progress=False)
     assert not scratch.from_cache and not torch.equal(scratch.conv1.weight, start.conv1.weight)
-    again = models.train_classifier(data, "resnet18", frozen, weights=path, device="cpu", progress=False)
+    again = training.train_classifier(data, "resnet18", frozen, weights=path, device="cpu", progress=False)
     assert again.from_cache and torch.equal(again.conv1.weight, start.conv1.weight)

@@ -42,7 +42,8 @@ def classifier(args: argparse.Namespace, train: ImageSet, device, given: nn.Modu
     classes of ``train`` (the ``--train`` images), else trained on ``train`` (or reused from
     the cache) with ``--recipe``. ``given`` is the model :func:`~nero_lite.cli.main` built from
     ``--weights`` while checking them (built here when omitted)."""
-    from ..models import Recipe, create_model, train_classifier
+    from ..models import create_model
+    from ..training import Recipe, train_classifier
 
     if args.weights is not None:
         model = given if given is not None else create_model(args.arch, len(train.classes), args.size, weights=args.weights)

@@ -103,7 +103,8 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
 
     from .. import detectors
     from ..compare import compare_detectors, extract_splits
-    from ..models import accuracy, resolve_device
+    from ..devices import resolve_device
+    from ..extraction import accuracy
     from .common import classifier, small_data_params, write_set
 
     seconds = {"read": read_seconds}

@@ -121,7 +121,8 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     from ..bundle import Bundle, reference_pool
     from ..cache import fingerprint
     from ..metrics import threshold_at_tpr
-    from ..models import extract, resolve_device
+    from ..devices import resolve_device
+    from ..extraction import extract
     from ..progress import bar as progress_bar
     from .common import classifier, small_data_params
 

@@ -62,7 +62,7 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from ..data import read_image
-    from ..models import resolve_device
+    from ..devices import resolve_device
     from ..progress import bar as progress_bar
     from ..report import Flagged, flag_report
     from .common import explain_gallery, write_set

@@ -152,7 +152,7 @@ def check_model(args: argparse.Namespace) -> str | None:
 
 def device_or_out_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with ``--device`` and ``--out``, as one line (``None``: nothing); every command has both."""
-    from ..models import resolve_device
+    from ..devices import resolve_device
 
     try:
         resolve_device(args.device)

@@ -129,7 +129,7 @@ def preset_params(name: str, preset: str = "ours", arch: str | None = None) -> d
 #: The NERO paper's results table (Chhetri et al., MICCAI 2025), AUROC % and FPR95 % per
 #: detector (registry names; the paper's "Energy+ReAct" is ``"react"``), for the settings
 #: (model, data set) in this order. Produced with the reference preset: ImageNet-pretrained
-#: models fine-tuned at 224 px (:meth:`nero_lite.models.Recipe.paper`).
+#: models fine-tuned at 224 px (:meth:`nero_lite.training.Recipe.paper`).
 PAPER_RESULTS: dict[str, tuple[tuple[float, float], ...]] = {
     "msp": ((90.30, 41.72), (66.93, 90.56), (87.05, 40.18), (70.00, 90.74)),
     "odin": ((91.77, 35.44), (69.79, 79.27), (88.41, 36.40), (73.37, 83.68)),

@@ -11,7 +11,7 @@ Modules, one idea each:
 * :mod:`~nero_lite.semisup.config` — :class:`~nero_lite.semisup.config.SemisupConfig`, the experiments' hyperparameters.
 * :mod:`~nero_lite.semisup.transforms` — GEOM's geometric transforms, batched.
 * :mod:`~nero_lite.semisup.networks` — f (a wide ResNet), its feature taps, and g.
-* :mod:`~nero_lite.semisup.training` — f's and g's training, on the package's one loop (:func:`nero_lite.models.train_epochs`).
+* :mod:`~nero_lite.semisup.training` — f's and g's training, on the package's one loop (:func:`nero_lite.training.train_epochs`).
 * :mod:`~nero_lite.semisup.detectors` — the ``fit``/``score`` detectors.
 * :mod:`~nero_lite.semisup.outliers` — the texture outlier pool and one-class tasks.
 * :mod:`~nero_lite.semisup.protocol` — :func:`~nero_lite.semisup.protocol.run_protocol`, :func:`~nero_lite.semisup.protocol.summarize`; the paired tests over class × seed (:func:`~nero_lite.paired.paired_difference`) are re-exported here.

@@ -31,7 +31,7 @@ from torch import nn
 from ..cache import TRAINED_VERSION, fingerprint, key_digest, keyed_path, train_or_load
 from ..data import ImageSet, to_input
 from ..detectors.base import NotFittedError, signature_repr
-from ..models import resolve_device
+from ..devices import resolve_device
 from .config import SemisupConfig
 from .networks import GNet, WideResNet, tap_features
 from .training import train_outlier_head, train_transform_classifier

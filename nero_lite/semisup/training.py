@@ -1,6 +1,6 @@
 """Training of the semi-supervised networks: GEOM's transform classifier f and the outlier head g.
 
-Both run the package's one training loop, :func:`nero_lite.models.train_epochs`; what is
+Both run the package's one training loop, :func:`nero_lite.training.train_epochs`; what is
 theirs is the batch: which (image, transform) pairs and outliers it holds, and the loss.
 The detectors of :mod:`nero_lite.semisup.detectors` call these on a cache miss, with the
 images already prepared (normalised float input at the configured size, on the device).
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import train_epochs
+from ..training import train_epochs
 from .config import SemisupConfig
 from .transforms import GeometricTransforms
 
