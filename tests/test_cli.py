@@ -472,3 +472,19 @@ def test_score_on_the_shared_hyperkvasir_folder(tmp_path, monkeypatch, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {m["ood_class"] for m in metrics} == {"polyps", "impacted-stool", "all"}
     assert run["explained"] == 2 and (tmp_path / "out" / "report.html").read_text().count('alt="reference patch"') == 18
+
+
+def test_each_command_reads_a_typed_record_with_one_field_per_option():
+    import dataclasses
+
+    parser = cli.build_parser()
+    argvs = {"evaluate": ["evaluate", "--train", "a", "--id", "b", "--ood", "c"], "fit": ["fit", "--train", "a", "--out", "b"],
+             "flag": ["flag", "b", "i", "--out", "o"]}
+    records = {"evaluate": cli.evaluate.EvaluateOptions, "fit": cli.fit.FitOptions, "flag": cli.flag.FlagOptions}
+    for name, argv in argvs.items():
+        namespace = parser.parse_args(argv)
+        record = records[name].from_namespace(namespace)
+        assert {f.name for f in dataclasses.fields(record)} == set(vars(namespace))
+        assert record.as_json()["out"] == str(namespace.out)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.out = Path("elsewhere")

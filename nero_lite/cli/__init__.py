@@ -88,8 +88,11 @@ that is missing or holds no image file.
 The code is one module per command, each with the command's options, their checks and its run:
 :mod:`~nero_lite.cli.evaluate`, :mod:`~nero_lite.cli.fit` and :mod:`~nero_lite.cli.flag`;
 :mod:`~nero_lite.cli.options` holds what their command lines share (option types and groups,
-checks) and :mod:`~nero_lite.cli.common` what they share when they run. This module builds the
-parser from them (:func:`build_parser`) and runs a command (:func:`main`).
+checks, the typed records of the options) and :mod:`~nero_lite.cli.common` what they share when they
+run. This module builds the parser from them (:func:`build_parser`), resolves the parsed options
+once into the command's record (:class:`~nero_lite.cli.evaluate.EvaluateOptions`,
+:class:`~nero_lite.cli.fit.FitOptions`, :class:`~nero_lite.cli.flag.FlagOptions`) and runs the
+command (:func:`main`). Parsing imports no torch: ``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -142,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m nero_lite``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    namespace = parser.parse_args(argv)
+    records = {"evaluate": evaluate.EvaluateOptions, "score": evaluate.EvaluateOptions, "fit": fit.FitOptions,
+               "flag": flag.FlagOptions}
+    args = records[namespace.command].from_namespace(namespace)  # every option, typed, read from here on
     command = f"{parser.prog} {args.command}"
 
     def fail(message: str):

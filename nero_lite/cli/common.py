@@ -8,7 +8,6 @@ inside the functions that run a command, not at import: building the parser load
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
+    from .options import ModelOptions
     from ..bundle import Bundle
     from ..data import ImageSet
     from ..report import Flagged
@@ -37,7 +37,7 @@ NO_POOL_NOTE = ("This bundle holds no reference pool (it was written before `fit
                 "explained images show the why-flagged map only; fit it again for concept maps with reference patches.")
 
 
-def classifier(args: argparse.Namespace, train: ImageSet, device, given: nn.Module | None = None) -> nn.Module:
+def classifier(args: ModelOptions, train: ImageSet, device, given: nn.Module | None = None) -> nn.Module:
     """The model of the options: the ``--weights`` classifier as it is when its head fits the
     classes of ``train`` (the ``--train`` images), else trained on ``train`` (or reused from
     the cache) with ``--recipe``. ``given`` is the model :func:`~nero_lite.cli.main` built from

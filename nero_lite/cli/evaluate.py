@@ -4,7 +4,7 @@ writes (``scores.csv``, ``metrics.json``, ``metrics.md``, ``report.html``, ``run
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..constants import DETECTORS
 from .common import GALLERY, ID_TPR
-from .options import (add_detector_options, add_explain_option, add_model_options, add_run_options, check_model,
-                      folder_problem)
+from .options import (ModelOptions, add_detector_options, add_explain_option, add_model_options, add_run_options,
+                      check_model, folder_problem)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,10 +23,20 @@ if TYPE_CHECKING:
 
     from ..data import Splits
 
-__all__ = ["METRICS", "add_command", "check", "evaluate", "read"]
+__all__ = ["METRICS", "EvaluateOptions", "add_command", "check", "evaluate", "read"]
 
 #: The metrics of ``metrics.json`` and ``metrics.md``, in their order.
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateOptions(ModelOptions):
+    """The options of ``evaluate`` (and of ``score``, its former name)."""
+
+    train: Path
+    id: Path
+    ood: Path
+    explain: int
 
 
 def add_command(commands) -> None:
@@ -59,7 +69,7 @@ def add_command(commands) -> None:
     add_run_options(evaluation)
 
 
-def check(args: argparse.Namespace) -> str | None:
+def check(args: EvaluateOptions) -> str | None:
     """What is wrong with the ``evaluate`` options before any image is read (``None``: nothing)."""
     for option in ("train", "id", "ood"):
         problem = folder_problem(f"--{option}", getattr(args, option), "a folder with one sub-folder per class")
@@ -71,7 +81,7 @@ def check(args: argparse.Namespace) -> str | None:
     return check_model(args)
 
 
-def read(args: argparse.Namespace) -> Splits:
+def read(args: EvaluateOptions) -> Splits:
     """The three folders of the ``evaluate`` command as :class:`~nero_lite.data.Splits` (masked if asked)."""
     from ..data import load_folders
 
@@ -94,7 +104,7 @@ def _markdown(metrics: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0, given: nn.Module | None = None) -> dict:
+def evaluate(args: EvaluateOptions, splits: Splits, read_seconds: float = 0.0, given: nn.Module | None = None) -> dict:
     """Run the ``evaluate`` (alias ``score``) command on images already read; returns what it wrote to ``run.json``.
 
     ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.classifier`).
@@ -159,7 +169,7 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
                                     "score": ood_scores.numpy(), "predicted": ood_predicted}))
     table_of_scores = pd.concat(frames, ignore_index=True)
     run = {
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
+        "options": args.as_json(),
         "device": str(device),
         "images": {"train": len(splits.train), "id": len(splits.test), "ood": len(splits.ood)},
         "classes": {"id": splits.id_classes, "ood": splits.ood_classes},
@@ -184,7 +194,7 @@ def evaluate(args: argparse.Namespace, splits: Splits, read_seconds: float = 0.0
     return run
 
 
-def _evaluate_page(args: argparse.Namespace, model: nn.Module, splits: Splits, outputs, scores: dict, nero,
+def _evaluate_page(args: EvaluateOptions, model: nn.Module, splits: Splits, outputs, scores: dict, nero,
                    metrics: pd.DataFrame, files: list[str], truths: list[str], predicted: list[str], device) -> tuple[str, int]:
     """``evaluate``'s report.html and how many images it explains.
 

@@ -5,7 +5,7 @@ thresholds set at 95 % ID TPR on the validation images, and the bundle written
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import replace
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..constants import POOL_PER_CLASS
 from .common import ID_TPR
-from .options import add_detector_options, add_model_options, add_run_options, check_model, folder_problem, fraction
+from .options import (ModelOptions, add_detector_options, add_model_options, add_run_options, check_model, folder_problem,
+                      fraction)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,12 +23,21 @@ if TYPE_CHECKING:
     from ..bundle import Bundle
     from ..data import ImageSet, Preprocessing
 
-__all__ = ["FIT_DETECTORS", "VAL_FRACTION", "add_command", "check", "fit", "read_fit"]
+__all__ = ["FIT_DETECTORS", "VAL_FRACTION", "FitOptions", "add_command", "check", "fit", "read_fit"]
 
 #: The detectors ``fit`` puts into a bundle unless ``--detectors`` says otherwise: NERO and cheap baselines.
 FIT_DETECTORS = ("msp", "energy", "mahalanobis", "knn", "nero")
 #: The share of each training class ``fit`` holds out for the thresholds when no ``--val`` is given.
 VAL_FRACTION = 0.2
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FitOptions(ModelOptions):
+    """The options of ``fit``."""
+
+    train: Path
+    val: Path | None
+    val_fraction: float | None
 
 
 def add_command(commands) -> None:
@@ -57,7 +67,7 @@ def add_command(commands) -> None:
     add_run_options(fitting)
 
 
-def check(args: argparse.Namespace) -> str | None:
+def check(args: FitOptions) -> str | None:
     """What is wrong with the ``fit`` options before any image is read (``None``: nothing)."""
     from ..data import class_folders
 
@@ -79,7 +89,7 @@ def check(args: argparse.Namespace) -> str | None:
     return check_model(args)
 
 
-def _preprocessing(args: argparse.Namespace) -> Preprocessing:
+def _preprocessing(args: FitOptions) -> Preprocessing:
     """The ``--size``, ``--mask-corner`` and ``--mask-text`` of the options as one record."""
     from ..data import Preprocessing
 
@@ -95,7 +105,7 @@ def _split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[Ima
     return images.subset(train), images.subset(val)
 
 
-def read_fit(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
+def read_fit(args: FitOptions) -> tuple[ImageSet, ImageSet]:
     """The training and validation images of the ``fit`` options, masked as asked."""
     import torch
 
@@ -112,7 +122,7 @@ def read_fit(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
     return masked[0], masked[1]
 
 
-def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: float = 0.0, given: nn.Module | None = None) -> Bundle:
+def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 0.0, given: nn.Module | None = None) -> Bundle:
     """Run the ``fit`` command on images already read; returns the bundle it wrote.
 
     ``given``: the classifier built from ``--weights`` while checking them (:func:`~nero_lite.cli.classifier`).
@@ -158,7 +168,7 @@ def fit(args: argparse.Namespace, train: ImageSet, val: ImageSet, read_seconds: 
     val_accuracy = float((on_val.predicted == val.labels).float().mean())
     seconds["thresholds"] = time.perf_counter() - start
     info = {
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "options": args.as_json(),
         "images": {"train": len(train), "val": len(val)},
         "val_accuracy": val_accuracy,
         "id_tpr": ID_TPR,

@@ -4,7 +4,7 @@ explained, and written as ``flags.csv``, ``report.html`` and ``run.json``."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import heapq
 import sys
 import time
@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import GALLERY
-from .options import add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
+from .options import CommandOptions, add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
 
-__all__ = ["FLAG_COLUMNS", "add_command", "check", "flag"]
+__all__ = ["FLAG_COLUMNS", "FlagOptions", "add_command", "check", "flag"]
 
 #: The columns of ``flags.csv``, written by ``flag``.
 FLAG_COLUMNS = ("file", "score", "threshold", "flagged", "predicted", "nearest", "top_neurons")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FlagOptions(CommandOptions):
+    """The options of ``flag``."""
+
+    bundle: Path
+    images: Path
+    detector: str
+    explain: int
+    batch_size: int
 
 
 def add_command(commands) -> None:
@@ -48,14 +59,14 @@ def add_command(commands) -> None:
     add_device_option(flagging)
 
 
-def check(args: argparse.Namespace) -> str | None:
+def check(args: FlagOptions) -> str | None:
     """What is wrong with the ``flag`` options before any image is read (``None``: nothing)."""
     if not args.bundle.is_dir():
         return f"BUNDLE: no bundle folder at {args.bundle}" if not args.bundle.is_file() else f"BUNDLE: {args.bundle} is a file; give the folder `fit` wrote"
     return folder_problem("IMAGES_DIR", args.images) or device_or_out_problem(args)
 
 
-def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
+def flag(args: FlagOptions, bundle: Bundle, files: list[Path]) -> dict:
     """Run the ``flag`` command: score ``files`` in batches of ``--batch-size``; returns what it wrote to ``run.json``."""
     import pandas as pd
     import torch
@@ -125,7 +136,7 @@ def flag(args: argparse.Namespace, bundle: Bundle, files: list[Path]) -> dict:
                        scores=table.score.to_numpy(), gallery=gallery, skipped=len(skipped), note=note)
     flagged = int(table.flagged.sum())
     run = {
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "options": args.as_json(),
         "device": str(device),
         "detector": args.detector,
         "threshold": threshold,

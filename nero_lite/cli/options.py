@@ -11,13 +11,56 @@ Parsing imports nothing heavy (the names offered come from :mod:`nero_lite.const
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
 from ..constants import ARCHITECTURES, CORNER_FRACTION, DETECTORS, PRESETS, TEXT_MARGIN_FRACTION
 
-__all__ = ["Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
+__all__ = ["CommandOptions", "ModelOptions", "Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
            "check_model", "device_or_out_problem", "folder_problem", "fraction", "positive"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CommandOptions:
+    """The options of one command, resolved once at the entry point (:func:`nero_lite.cli.main`) into a typed record.
+
+    A command's record has one field per option of its parser (``command`` is the name it was
+    called by: ``score`` runs ``evaluate``); :meth:`from_namespace` refuses a namespace with
+    other names, so the record and the parser cannot drift apart.
+    """
+
+    command: str
+    out: Path
+    device: str
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace) -> CommandOptions:
+        """The record of a parsed command line."""
+        return cls(**vars(namespace))
+
+    def as_json(self) -> dict:
+        """The options as ``run.json`` holds them (paths as strings)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions(CommandOptions):
+    """The options ``evaluate`` and ``fit`` share: the classifier (:func:`add_model_options`), the
+    detectors (:func:`add_detector_options`) and the run (:func:`add_run_options`)."""
+
+    arch: str
+    pretrained: bool
+    weights: Path | None
+    recipe: str
+    size: int
+    epochs: int
+    seed: int
+    mask_corner: bool
+    mask_text: bool
+    preset: str
+    detectors: list[str]
+    no_cache: bool
 
 
 def _detector_list(text: str) -> list[str]:
@@ -121,7 +164,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def check_model(args: argparse.Namespace) -> str | None:
+def check_model(args: ModelOptions) -> str | None:
     """What is wrong with the options ``evaluate`` and ``fit`` share (``None``: nothing)."""
     from ..cache import cache_dir
     from ..detectors.presets import arch_family
@@ -150,7 +193,7 @@ def check_model(args: argparse.Namespace) -> str | None:
     return None
 
 
-def device_or_out_problem(args: argparse.Namespace) -> str | None:
+def device_or_out_problem(args: CommandOptions) -> str | None:
     """What is wrong with ``--device`` and ``--out``, as one line (``None``: nothing); every command has both."""
     from ..devices import resolve_device
 
