@@ -219,8 +219,8 @@ def hand_made_detector() -> tuple[detectors.NeroDetector, Outputs]:
     nero = detectors.create("nero", k_fraction=1 / 3).fit(train)
     components = np.array([[1, 1, 0], [0, 0, np.sqrt(2)]]) / np.sqrt(2)
     nero.pca_.mean_, nero.pca_.components_ = np.zeros(3), components
-    nero.references_ = torch.tensor([[0.1, 0.2, 0.1], [0.5, 0.5, 0.5]], dtype=torch.float64)
-    nero.centroids_ = nero.references_ @ torch.from_numpy(components).T
+    nero.centroid_points_ = torch.tensor([[0.1, 0.2, 0.1], [0.5, 0.5, 0.5]], dtype=torch.float64)
+    nero.centroids_ = nero.centroid_points_ @ torch.from_numpy(components).T
     nero.centroid_labels_ = torch.tensor([0, 1])
     nero.lambda_ = 2.0
     return nero, sample
@@ -250,7 +250,7 @@ def test_a_deviation_the_pca_discards_contributes_nothing():
     # move the sample along the null space of P, (1, -1, 0): the deviation grows, the distance does not
     shifted = Outputs(sample.features, sample.logits, None, sample.weight, sample.bias)
     base = nero.decompose(shifted)
-    nero.references_ = nero.references_ + torch.tensor([[0.3, -0.3, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    nero.centroid_points_ = nero.centroid_points_ + torch.tensor([[0.3, -0.3, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     moved = nero.decompose(shifted)
     assert float(moved.distance[0]) == pytest.approx(float(base.distance[0]))
     assert float(moved.deviation[0].abs().max()) > float(base.deviation[0].abs().max()) + 0.2
@@ -285,16 +285,16 @@ def test_decomposition_recomposes_the_score(flags, dtype):
     torch.testing.assert_close(distance, parts.distance, **tolerance)
 
 
-def test_references_are_the_class_mean_relevance(data):
+def test_centroid_points_are_the_class_mean_relevance(data):
     train, _ = data
     nero = detectors.create("nero").fit(train)
     relevance = nero.relevance(train)[0]
     means = torch.stack([relevance[train.labels == c].mean(0) for c in range(C)])
-    torch.testing.assert_close(nero.references_, means)
+    torch.testing.assert_close(nero.centroid_points_, means)
     # with k-means centroids each reference still projects onto its centroid
     nero = detectors.create("nero", centroids_per_class=2).fit(train)
     mean, components = (torch.as_tensor(v) for v in (nero.pca_.mean_, nero.pca_.components_))
-    torch.testing.assert_close((nero.references_ - mean) @ components.T, nero.centroids_)
+    torch.testing.assert_close((nero.centroid_points_ - mean) @ components.T, nero.centroids_)
 
 
 def test_decomposition_is_differentiable(data):

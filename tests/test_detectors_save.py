@@ -334,3 +334,20 @@ def test_an_interrupted_save_keeps_the_old_file(saved_nero, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
     monkeypatch.undo()
     assert torch.equal(detectors.load(path).score(test), nero.score(test))
+
+
+def test_a_nero_saved_before_the_rename_of_its_centroid_points_loads(tmp_path):
+    """``references_`` became ``centroid_points_``: a file with the old name loads into the new one."""
+    import warnings
+
+    train, test = split(random_outputs())
+    nero = detectors.create("nero").fit(train)
+    expected = nero.score(test)
+    nero.__dict__["references_"] = nero.__dict__.pop("centroid_points_")  # as the previous release saved it
+    nero.save(tmp_path / "old.safetensors")
+    loaded = detectors.load(tmp_path / "old.safetensors")
+    assert "references_" not in vars(loaded) and torch.equal(loaded.score(test), expected)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert loaded.references_ is loaded.centroid_points_
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)

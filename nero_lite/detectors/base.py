@@ -77,6 +77,9 @@ class Detector:
     #: as tensors and JSON, :meth:`~nero_lite.detectors.base.Detector.load` rebuilds them
     #: from those; an estimator of any other class cannot be saved.
     estimators: ClassVar[tuple[type, ...]] = ()
+    #: The old names of renamed fitted attributes, each mapped to its new name; a detector
+    #: saved under an old name loads into the new one (:meth:`~nero_lite.detectors.base.Detector.load`).
+    renamed_state: ClassVar[dict[str, str]] = {}
 
     def fit(self, train: Outputs) -> Detector:
         """Learn from in-distribution training outputs; returns ``self``."""

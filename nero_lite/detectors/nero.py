@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ class Decomposition:
         The norm factor :math:`f(x)` (ones with ``use_norm_factor=False``).
     deviation : (N, D)
         :math:`\Delta = R(x) - r_c`, the neuron relevance minus the reference relevance of
-        the nearest centroid (``NeroDetector.references_``).
+        the nearest centroid (``NeroDetector.centroid_points_``).
     nearest : (N,)
         Class of the nearest centroid.
     centroid : (N,)
@@ -130,7 +131,7 @@ class NeroDetector(Detector):
     :math:`f`. ``target``/``epsilon`` are passed to ``head_relevance``. The parts are
     exposed for the book: :meth:`relevance`, :meth:`project`, :meth:`distance`,
     :meth:`bias_term`, :meth:`norm_factor`, :meth:`nearest`, :meth:`centroid_relevance`, and ``pca_``, ``centroids_``,
-    ``references_``, ``lambda_``; :meth:`decompose` takes the score apart exactly, neuron
+    ``centroid_points_``, ``lambda_``; :meth:`decompose` takes the score apart exactly, neuron
     by neuron.
 
     Chhetri, Korhonen, Gyawali & Bhattarai, "NERO: Explainable Out-of-Distribution
@@ -146,6 +147,14 @@ class NeroDetector(Detector):
     )
     requires_fit = True
     estimators = (PCA,)
+    # the centroids as points of the relevance space were ``references_`` (a reference meant four things)
+    renamed_state = {"references_": "centroid_points_"}
+
+    @property
+    def references_(self) -> torch.Tensor:
+        """Deprecated name of ``centroid_points_``, for one release."""
+        warnings.warn("NeroDetector.references_ is now centroid_points_", DeprecationWarning, stacklevel=2)
+        return self.centroid_points_
 
     def __init__(
         self,
@@ -191,7 +200,7 @@ class NeroDetector(Detector):
         relevance, bias_relevance = self._relevance(train)
         self.pca_ = _fit_pca(relevance, self.pca_fraction) if self.use_pca else None
         self.centroids_, self.centroid_labels_ = self._centroids(self._project(relevance), train.labels)
-        self.references_ = self._references(relevance, train.labels)
+        self.centroid_points_ = self._centroid_points(relevance, train.labels)
         raw = torch.cat([relevance, bias_relevance.unsqueeze(1)], dim=1)
         raw_centroids, _ = self._centroids(raw, train.labels)
         raw_distance = torch.cdist(raw, raw_centroids, p=self.p).amin(dim=1)
@@ -221,7 +230,7 @@ class NeroDetector(Detector):
         centroids = torch.from_numpy(np.concatenate(centres)).to(x)
         return centroids, torch.arange(num_classes, device=x.device).repeat_interleave(self.centroids_per_class)
 
-    def _references(self, relevance: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _centroid_points(self, relevance: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         r"""Each centroid as a point :math:`r_c` of the neuron-relevance space, shape (centroids, D).
 
         Without PCA the centroids already live there. With PCA (mean :math:`m`, kept
@@ -236,8 +245,8 @@ class NeroDetector(Detector):
         class_mean = class_means(relevance.double().cpu(), labels.cpu(), int(labels.max()) + 1)
         centred = class_mean[self.centroid_labels_.cpu()] - mean
         outside = centred - (centred @ components.T) @ components
-        references = mean + self.centroids_.double().cpu() @ components + outside
-        return references.to(relevance)
+        points = mean + self.centroids_.double().cpu() @ components + outside
+        return points.to(relevance)
 
     # -- the parts of the score ---------------------------------------------------
 
@@ -268,17 +277,17 @@ class NeroDetector(Detector):
         :math:`i` from, :math:`\Delta = R(x) - r_c` (for one centroid per class, the
         class's mean training relevance). A copy, on the device of ``centroid``.
         """
-        if not hasattr(self, "references_"):
+        if not hasattr(self, "centroid_points_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(train) first")
         if centroid is None:
-            return self.references_.clone()
-        return self.references_.to(centroid.device)[centroid]
+            return self.centroid_points_.clone()
+        return self.centroid_points_.to(centroid.device)[centroid]
 
     def decompose(self, outputs: Outputs) -> Decomposition:
         r"""The score taken apart exactly: per-neuron contributions, bias term and norm factor.
 
         Let :math:`r_c` be the nearest centroid as a point of the neuron-relevance space
-        (``references_``), :math:`\Delta = R(x) - r_c` and, with PCA, :math:`P` the kept
+        (``centroid_points_``), :math:`\Delta = R(x) - r_c` and, with PCA, :math:`P` the kept
         components (orthonormal rows). Because :math:`P r_c - P m = \mu_c`, the distance
         is :math:`d(x) = \lVert P \Delta \rVert_1 = \sum_i |u_i|` with :math:`u = P\Delta`.
         This is piecewise linear in :math:`\Delta` and positively homogeneous of degree 1,
@@ -310,7 +319,7 @@ class NeroDetector(Detector):
         relevance, bias_relevance = self._relevance(outputs)
         distances = torch.cdist(self._project(relevance).detach(), self.centroids_.to(relevance), p=self.p)
         centroid = distances.argmin(dim=1)
-        deviation = relevance - self.references_.to(relevance)[centroid]
+        deviation = relevance - self.centroid_points_.to(relevance)[centroid]
         components = None if self.pca_ is None else torch.as_tensor(self.pca_.components_).to(relevance)
         if self.p == 1 and components is None:
             neurons = deviation.abs()

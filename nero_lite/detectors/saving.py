@@ -207,6 +207,7 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor], estimators: tuple[type
 def _set_state(obj: Any, state: dict, tensors: dict[str, torch.Tensor], estimators: tuple[type, ...]) -> None:
     """Set the decoded ``state`` as attributes of ``obj``; none may shadow an attribute of its class."""
     for key, value in state.items():
+        key = getattr(type(obj), "renamed_state", {}).get(key, key)  # saved by a release before the rename
         if not key.isidentifier() or hasattr(type(obj), key):
             raise ValueError(f"bad attribute name {key!r} for {type(obj).__name__}")
         setattr(obj, key, _decode(value, tensors, estimators))
