@@ -35,12 +35,12 @@ from PIL import Image
 
 from . import detectors
 from .compare import compare_detectors, extract_splits
-from .data import image_files, load, read_image, to_input
+from .data import image_files, load, read_image, to_input, write_imagefolder
 from .devices import resolve_device, synchronize
 from .extraction import extract
 from .models import ARCHITECTURES
-from .training import train_classifier
 from .synthetic import SyntheticConfig
+from .training import train_classifier
 
 
 @torch.no_grad()
@@ -97,11 +97,7 @@ def _write_flag_folders(root: Path, n_images: int, size: int, train_per_class: i
     """
     config = SyntheticConfig(n_train=train_per_class, n_test=train_per_class // 2, n_ood=train_per_class // 2)
     splits = load("synthetic", size=size, seed=seed, config=config, cache=False, progress=False)
-    train = root / "train"
-    for k, name in enumerate(splits.train.classes):
-        (train / name).mkdir(parents=True)
-        for j, image in enumerate(splits.train.images[splits.train.labels == k]):
-            _write_png(image, train / name / f"{j:05d}.png")
+    train = write_imagefolder(splits.train, root / "train")
     pool = torch.cat([splits.test.images, splits.ood.images])
     full, quarter = root / "images", root / "images-quarter"
     full.mkdir()

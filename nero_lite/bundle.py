@@ -60,8 +60,8 @@ from .cache import atomic_write, sha256
 from .constants import POOL_PER_CLASS
 from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, Preprocessing, to_input
 from .detectors import Detector, NeroDetector
-from .explain import Report, explain, top_channels
 from .devices import resolve_device
+from .explain import Report, explain, top_channels
 from .extraction import extract
 from .models import create_model
 from .progress import bar as progress_bar

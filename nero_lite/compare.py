@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -17,13 +18,14 @@ from torch import nn
 
 from . import detectors as _detectors
 from .data import ImageSet, Splits, to_input
-from .metrics import evaluate_table
 from .devices import resolve_device
 from .extraction import extract
+from .metrics import evaluate_table
 from .outputs import Outputs
 from .progress import bar
+from .training import Recipe, train_classifier
 
-__all__ = ["ExtractedSplits", "extract_splits", "odin_scores", "compare_detectors"]
+__all__ = ["ExtractedSplits", "compare_detectors", "compare_over_seeds", "extract_splits", "odin_scores"]
 
 
 @dataclass
@@ -134,3 +136,27 @@ def compare_detectors(
     table = pd.concat(rows, ignore_index=True)
     table.attrs["skipped"] = skipped
     return table, scores
+
+
+def compare_over_seeds(
+    splits: Splits,
+    make_detectors: Callable[[], dict[str, _detectors.Detector]],
+    *,
+    arch: str = "resnet18",
+    seeds: Sequence[int] = (0, 1, 2),
+    recipe: Recipe | None = None,
+) -> tuple[pd.DataFrame, dict[int, ExtractedSplits]]:
+    """:func:`compare_detectors` on the classifier of each seed: one table with a ``seed`` column, and each seed's outputs.
+
+    The classifier of each seed is :func:`~nero_lite.training.train_classifier`'s (trained
+    once, then loaded from the cache); ``make_detectors()`` gives fresh detectors for each
+    seed (name -> unfitted detector). The seeds are what the chapters' paired tests pair
+    over (:mod:`nero_lite.paired`).
+    """
+    tables, outputs = [], {}
+    for seed in seeds:
+        model = train_classifier(splits.train, arch, recipe, seed=seed, progress=False)
+        outputs[seed] = extract_splits(model, splits, progress=False)
+        table, _ = compare_detectors(outputs[seed], splits, make_detectors(), progress=False)
+        tables.append(table.assign(seed=seed))
+    return pd.concat(tables, ignore_index=True), outputs

@@ -67,9 +67,9 @@ from zennit.core import Composite
 from .attribution import GRADIENT_X_INPUT, LRP, Method, attribution_passes, concept_layer, conditional_heatmaps, default_composite
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import Decomposition, NeroDetector
-from .metrics import threshold_at_tpr
 from .devices import resolve_device
 from .extraction import extract
+from .metrics import threshold_at_tpr
 from .outputs import Outputs
 from .relevance import Target, head_relevance, output_relevance
 
@@ -400,7 +400,7 @@ def explain(
     k = channels.shape[1]
     predicted = outputs.predictions()
     head_input = head_relevance(outputs.features, outputs.weight, outputs.bias, target="predicted")[0].sum(dim=1)
-    references_relevance = detector.centroid_relevance(parts.centroid).to(relevance)
+    centroid_points = detector.centroid_relevance(parts.centroid).to(relevance)
 
     references: dict[int, ConceptReference] = {}
     if train_images is not None and n_references > 0:
@@ -425,7 +425,7 @@ def explain(
         for name, value in dict(
             score=parts.score, distance=parts.distance, bias=parts.bias, factor=parts.factor,
             neurons=parts.neurons, deviation=parts.deviation, nearest=parts.nearest, relevance=relevance,
-            references=references_relevance, channels=channels, predicted=predicted, head_input=head_input,
+            references=centroid_points, channels=channels, predicted=predicted, head_input=head_input,
         ).items()
     }
     return [

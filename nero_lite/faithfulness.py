@@ -57,9 +57,9 @@ from torchvision.transforms.functional import gaussian_blur
 from . import attribution, explain
 from .data import image_tensor, to_input
 from .detectors.nero import NeroDetector
-from .metrics import mean_std_text
 from .devices import resolve_device
 from .extraction import extract
+from .metrics import mean_std_text
 from .paired import paired_difference
 
 __all__ = [
@@ -475,8 +475,8 @@ def benchmark(
     """
     from . import data, synthetic  # data loading only when a benchmark runs
     from .detectors import create
-    from .metrics import auroc, threshold_at_tpr
     from .extraction import accuracy
+    from .metrics import auroc, threshold_at_tpr
     from .training import Recipe, train_classifier
 
     if dataset not in LOCAL_FINDINGS:

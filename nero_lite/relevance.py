@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from zennit.core import Composite
 
-__all__ = ["Target", "head_relevance", "layer_relevance", "output_relevance"]
+__all__ = ["Target", "centroid_scores", "head_relevance", "layer_relevance", "output_relevance"]
 
 Target = Literal["softmax", "predicted"] | int
 
@@ -131,3 +131,16 @@ def layer_relevance(
         tensors = [x if isinstance(item, str) else captured[i] for i, item in enumerate(layers)]
         relevance = torch.autograd.grad(output, tensors, grad_outputs=output_relevance(output.detach(), target))
     return relevance[0] if single else relevance
+
+
+def centroid_scores(train: torch.Tensor, labels: torch.Tensor, *samples: torch.Tensor, p: float = 1.0) -> tuple[torch.Tensor, ...]:
+    r"""NERO's centroid distance on any relevance (e.g. the channel relevance of an inner layer), as a score.
+
+    :math:`S(r) = -\min_c \lVert r - \bar r_c \rVert_p`, with :math:`\bar r_c` the mean of the
+    rows of ``train`` (N, D) whose ``labels`` are :math:`c`; one score per row of each of
+    ``samples`` (higher = more in-distribution). NERO's distance without its PCA, bias term
+    and norm factor (Chhetri et al., MICCAI 2025): chapter 6b measures it on CRP's channel
+    relevance of ``layer3`` (:func:`~nero_lite.attribution.channel_relevance`).
+    """
+    centroids = torch.stack([train[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
+    return tuple(-torch.cdist(sample, centroids, p=p).amin(1) for sample in samples)

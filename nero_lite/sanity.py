@@ -41,8 +41,8 @@ from torch import nn
 from .attribution import score_gradient_maps, score_maps
 from .data import ImageSet, image_tensor, to_input
 from .detectors.nero import NeroDetector
-from .explain import explain
 from .devices import resolve_device, synchronize
+from .explain import explain
 from .models import find_head
 
 __all__ = ["explain_cost", "map_agreement", "randomize_head", "region_share"]

@@ -22,10 +22,12 @@ import torch
 from torch import nn
 
 from . import data as _data
-from .metrics import auroc as _auroc
-from .metrics import mean_std_text
+from . import detectors as _detectors
 from .compare import ExtractedSplits, compare_detectors, extract_splits
+from .detectors import NeroDetector
 from .extraction import accuracy, extract
+from .metrics import auroc as _auroc
+from .metrics import mean_std_text, threshold_at_tpr
 from .training import Recipe, train_classifier
 
 __all__ = ["Run", "Study", "run_study", "mean_std", "test_time_masking"]
@@ -54,6 +56,17 @@ class Run:
     def setting(self) -> str:
         """``"masked"`` or ``"unmasked"``."""
         return "masked" if self.masked else "unmasked"
+
+    def fitted_nero(self, tpr: float = 0.95) -> tuple[NeroDetector, float]:
+        """NERO fitted on this run's training outputs, and its threshold at ``tpr`` ID TPR.
+
+        The threshold (:func:`~nero_lite.metrics.threshold_at_tpr`) is set on every other ID
+        test image, the calibration half, as chapter 1 teaches: never on all the images it
+        then judges.
+        """
+        nero = _detectors.create("nero").fit(self.outputs.train)
+        calibration = self.outputs.test.subset(torch.arange(len(self.outputs.test)) % 2 == 0)
+        return nero, threshold_at_tpr(nero.score(calibration), tpr)
 
 
 @dataclass

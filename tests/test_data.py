@@ -618,3 +618,32 @@ def test_image_files_lists_images_at_one_level_or_recursively_without_hidden_one
     names = lambda files: [str(p.relative_to(tmp_path)) for p in files]  # noqa: E731
     assert names(data.image_files(tmp_path)) == ["a.png", "b.JPG"]
     assert names(data.image_files(tmp_path, recursive=True)) == ["a.png", "b.JPG", "sub/c.png", "sub/deep/f.jpeg"]
+
+
+def test_write_imagefolder_is_read_back_by_read_imagefolder(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    written = data.ImageSet(images, torch.tensor([1, 0, 1, 1, 0]), ["a", "b"])
+    root = data.write_imagefolder(written, tmp_path / "folder")
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*.png")) == [
+        "a/00001.png", "a/00004.png", "b/00000.png", "b/00002.png", "b/00003.png"]
+    back = data.read_imagefolder(root, size=8, progress=False)
+    assert back.classes == ["a", "b"] and back.counts() == {"a": 2, "b": 3}
+    assert torch.equal(back.images, images[[1, 4, 0, 2, 3]])  # PNG is lossless; files sorted per class
+
+
+def test_first_per_class_takes_the_first_of_each_class_in_order():
+    images = data.ImageSet(torch.zeros(6, 3, 2, 2, dtype=torch.uint8), torch.tensor([1, 0, 1, 0, 1, 2]), ["a", "b", "c"])
+    assert images.first_per_class(2).tolist() == [1, 3, 0, 2, 5]
+    assert images.first_per_class(None, [1]).tolist() == [0, 2, 4] and images.first_per_class(1, []).tolist() == []
+
+
+def test_shortcut_regions_are_the_masked_areas_and_their_mirrors():
+    regions = data.shortcut_regions(40)
+    images = torch.full((1, 3, 40, 40), 200, dtype=torch.uint8)
+    assert torch.equal(data.mask_shortcut(images)[0, 0] == 0, regions["lower-left corner (box)"])
+    text = data.mask_shortcut(images, corner=0.0, text_margin=data.TEXT_MARGIN_FRACTION)[0, 0] == 0
+    assert torch.equal(text, regions["left strip (text)"])  # 6 of 40 columns: ceil(0.15 * 40)
+    assert torch.equal(regions["upper-right corner (control)"], regions["lower-left corner (box)"].flip(0).flip(1))
+    assert torch.equal(regions["right strip (control)"], regions["left strip (text)"].flip(1))
+    assert not (regions["lower-left corner (box)"] & regions["upper-right corner (control)"]).any()

@@ -111,3 +111,12 @@ def test_layer_relevance_of_several_layers_comes_from_one_pass():
     assert layer4.shape == (2, 512, 1, 1) and pixels.shape == x.shape
     with pytest.raises(ValueError, match="'output'"):
         layer_relevance(model, x, [model.layer3, "output"], composite)
+
+
+def test_centroid_scores_by_hand():
+    from nero_lite.relevance import centroid_scores
+
+    train = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0]])
+    labels = torch.tensor([0, 0, 1])  # centroids (1, 0) and (10, 10)
+    (scores,) = centroid_scores(train, labels, torch.tensor([[1.0, 3.0], [9.0, 9.0]]))
+    torch.testing.assert_close(scores, torch.tensor([-3.0, -2.0]))  # L1 to the nearest centroid, negated

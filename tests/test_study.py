@@ -110,3 +110,12 @@ def test_mask_region_is_mask_shortcut_for_the_corner():
     assert masked[..., :7, -7:].max() == 0 and torch.equal(masked[..., 7:, :], images[..., 7:, :])
     with pytest.raises(ValueError, match="does not match"):
         data.mask_region(images, torch.zeros(10, 10, dtype=torch.bool))
+
+
+def test_a_runs_nero_threshold_comes_from_the_calibration_half(tiny_study):
+    run = tiny_study.run(seed=0, masked=False)
+    nero, threshold = run.fitted_nero()
+    calibration = run.outputs.test.subset(torch.arange(len(run.outputs.test)) % 2 == 0)
+    scores = nero.score(calibration)
+    assert (scores >= threshold).float().mean() >= 0.95  # accepts 95 % of the calibration half
+    assert (scores > threshold).float().mean() < 0.95  # and is the largest threshold that does

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-    from .options import ModelOptions
     from ..bundle import Bundle
     from ..data import ImageSet
     from ..report import Flagged
+    from .options import ModelOptions
 
 __all__ = ["GALLERY", "ID_TPR", "NO_POOL_NOTE", "classifier", "explain_gallery", "small_data_params", "write_set"]
 

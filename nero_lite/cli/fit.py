@@ -130,9 +130,9 @@ def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 
     from .. import detectors
     from ..bundle import Bundle, reference_pool
     from ..cache import fingerprint
-    from ..metrics import threshold_at_tpr
     from ..devices import resolve_device
     from ..extraction import extract
+    from ..metrics import threshold_at_tpr
     from ..progress import bar as progress_bar
     from .common import classifier, small_data_params
 

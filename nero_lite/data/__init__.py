@@ -26,7 +26,7 @@ public is imported):
 * ``images`` — :class:`~nero_lite.data.ImageSet`, :class:`~nero_lite.data.Splits` and :func:`~nero_lite.data.to_input`;
 * ``masking`` — shortcut masking (:func:`~nero_lite.data.mask_shortcut`, :func:`~nero_lite.data.corner_box_present`) and :class:`~nero_lite.data.Preprocessing`, the size and masks applied to every image;
 * ``registry`` — the data sets known by name (:data:`DATASETS`) and :func:`~nero_lite.data.data_root`;
-* ``folders`` — image files and ImageFolder layouts read as every loader reads them, and the seeded split;
+* ``folders`` — image files and ImageFolder layouts read as every loader reads them (and written: :func:`~nero_lite.data.write_imagefolder`), and the seeded split;
 * ``caching`` — loaded sets cached as checksummed tensors;
 * ``loaders`` — :func:`~nero_lite.data.load`, :func:`~nero_lite.data.load_folders`, :func:`~nero_lite.data.load_segmented`.
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from ..cache import cache_dir
 from .caching import DATA_VERSION
-from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split
+from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split, write_imagefolder
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
 from .masking import (
@@ -53,6 +53,7 @@ from .masking import (
     corner_region,
     mask_region,
     mask_shortcut,
+    shortcut_regions,
 )
 from .registry import DATASETS, RealDataset, data_root
 
@@ -104,10 +105,12 @@ __all__ = [
     "SegmentedImages",
     "mask_region",
     "mask_shortcut",
+    "shortcut_regions",
     "class_folders",
     "image_files",
     "read_image",
     "read_imagefolder",
     "stratified_split",
     "to_input",
+    "write_imagefolder",
 ]

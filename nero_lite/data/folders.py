@@ -28,6 +28,7 @@ __all__ = [
     "read_listed",
     "stratified_split",
     "warn_skipped",
+    "write_imagefolder",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -164,6 +165,21 @@ def read_imagefolder(
     if not classes:
         raise ValueError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
     return read_listed(class_files(root, classes), root, size, progress)
+
+
+def write_imagefolder(images: ImageSet, root: str | os.PathLike) -> Path:
+    """Write ``images`` as an ImageFolder under ``root``: one sub-folder per class, one PNG per image.
+
+    The inverse of :func:`read_imagefolder` (which reads them back, resized to its ``size``):
+    image ``i`` of class ``c`` becomes ``root/c/{i:05d}.png``, ``i`` its position in
+    ``images``. Folders are created as needed; returns ``root``.
+    """
+    root = Path(root)
+    for index, (image, label) in enumerate(zip(images.images, images.labels)):
+        folder = root / images.classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
+    return root
 
 
 def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

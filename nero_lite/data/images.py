@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -83,6 +84,12 @@ class ImageSet:
         index = index.long()
         files = [self.files[i] for i in index.tolist()] if self.files is not None else None
         return ImageSet(self.images[index], self.labels[index], self.classes, files)
+
+    def first_per_class(self, cap: int | None = None, classes: Sequence[int] | None = None) -> torch.Tensor:
+        """Indices of the first ``cap`` images (all with ``None``) of each class in ``classes`` (default: every class), class by class."""
+        classes = range(len(self.classes)) if classes is None else classes
+        parts = [torch.nonzero(self.labels == c).flatten()[:cap] for c in classes]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
     def counts(self) -> dict[str, int]:
         """Number of images per class."""

@@ -10,7 +10,7 @@ import torch
 from ..constants import CORNER_FRACTION, TEXT_MARGIN_FRACTION
 from .images import ImageSet, Splits, image_tensor
 
-__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_region", "Preprocessing", "mask_shortcut"]
+__all__ = ["CORNER_FRACTION", "TEXT_MARGIN_FRACTION", "corner_box_present", "corner_region", "mask_region", "Preprocessing", "mask_shortcut", "shortcut_regions"]
 
 
 
@@ -68,6 +68,21 @@ def corner_region(size: int, corner: float = CORNER_FRACTION) -> torch.Tensor:
     side = math.ceil(corner * size)
     region[size - side :, :side] = True
     return region
+
+
+def shortcut_regions(size: int) -> dict[str, torch.Tensor]:
+    """The regions where HyperKvasir's shortcuts sit, each beside a control of the same shape: ``size×size`` boolean masks.
+
+    ``"lower-left corner (box)"`` (:func:`corner_region`), ``"upper-right corner (control)"``
+    (the same square, mirrored), ``"left strip (text)"`` (the left :data:`TEXT_MARGIN_FRACTION`
+    of the columns, rounded up) and ``"right strip (control)"`` (mirrored). A map's share in a
+    region means something only beside its share in the control (:func:`nero_lite.sanity.region_share`).
+    """
+    strip = torch.zeros(size, size, dtype=torch.bool)
+    strip[:, : math.ceil(TEXT_MARGIN_FRACTION * size)] = True
+    corner = corner_region(size)
+    return {"lower-left corner (box)": corner, "upper-right corner (control)": corner.flip(0).flip(1),
+            "left strip (text)": strip, "right strip (control)": strip.flip(1)}
 
 
 def corner_box_present(images: torch.Tensor, darkness: int = 20) -> torch.Tensor:

@@ -117,11 +117,6 @@ class OneClassTask(NamedTuple):
     test_ood: ImageSet
 
 
-def _first_per_class(data: ImageSet, classes: Sequence[int], cap: int | None) -> torch.Tensor:
-    """Indices of the first ``cap`` images of each class in ``classes`` (all with None; none for no classes)."""
-    return torch.cat([torch.nonzero(data.labels == c).flatten()[:cap] for c in classes] or [torch.zeros(0, dtype=torch.long)])
-
-
 def one_class_splits(
     splits: Splits,
     normal_class: str,
@@ -167,7 +162,7 @@ def one_class_splits(
         held_out = list(outlier_pool)
         if not held_out or set(held_out) - set(ood_classes):
             raise ValueError(f"held-out outlier classes must be OOD classes of {splits.name}: {ood_classes}")
-        pool = splits.ood.subset(_first_per_class(splits.ood, [splits.ood.classes.index(c) for c in held_out], None))
+        pool = splits.ood.subset(splits.ood.first_per_class(None, [splits.ood.classes.index(c) for c in held_out]))
         ood_classes = [c for c in ood_classes if c not in held_out]
     if n_outliers < 1:
         raise ValueError(f"n_outliers must be positive, got {n_outliers}")
@@ -189,10 +184,10 @@ def one_class_splits(
 
     normal = id_classes.index(normal_class)
     others = [c for c in range(len(id_classes)) if c != normal]
-    train = splits.train.subset(_first_per_class(splits.train, [normal], n_train))
-    test_id = splits.test.subset(_first_per_class(splits.test, [normal], n_test))
-    other_id = splits.test.subset(_first_per_class(splits.test, others, n_test))
-    ood = splits.ood.subset(_first_per_class(splits.ood, [splits.ood.classes.index(c) for c in ood_classes], n_test))
+    train = splits.train.subset(splits.train.first_per_class(n_train, [normal]))
+    test_id = splits.test.subset(splits.test.first_per_class(n_test, [normal]))
+    other_id = splits.test.subset(splits.test.first_per_class(n_test, others))
+    ood = splits.ood.subset(splits.ood.first_per_class(n_test, [splits.ood.classes.index(c) for c in ood_classes]))
     relabel = {c: i for i, c in enumerate(others)}
     ood_names = [id_classes[c] for c in others] + ood_classes
     test_ood = ImageSet(
