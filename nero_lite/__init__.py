@@ -9,6 +9,7 @@ Modules, in the order data flows through them:
   ``data.registry`` (the real data sets), ``data.folders`` (reading
   and splitting folders), ``data.caching`` and ``data.loaders`` (``load``).
 * :mod:`nero_lite.cache` — the cache folder, atomic writes, checksummed entries, networks trained once (:func:`~nero_lite.cache.train_or_load`).
+* :mod:`nero_lite.notebook` — a chapter's early, visible stop when what it needs is missing (chapter 8 without the real images).
 * :mod:`nero_lite.progress` — every progress bar, and the one switch that hides them (``NERO_LITE_PROGRESS=0``).
 * :mod:`nero_lite.devices` — the device (CUDA when there is one) and its clock.
 * :mod:`nero_lite.models` — timm classifiers by name, their starting weights, their head.
