@@ -34,7 +34,11 @@ zennit-crp's ``CondAttribution`` at :func:`concept_layer` (``layer4`` of a ResNe
 ``fc_norm`` of a ViT): there channel :math:`j` is NERO's head-input neuron :math:`j`, and
 with NERO's softmax output relevance the map of channel :math:`j` sums to
 :math:`R_j(x)`, up to what biases absorb. :func:`conditional_heatmaps` batches any mix
-of conditions (the report's full map and its k concepts) into one pass.
+of conditions into ``CondAttribution`` calls (the reference images' maps).
+:func:`attribution_passes` gives the report's maps another way: one forward pass under the
+rules per batch, then one backward pass per map from the logits, the head input or the
+concept layer masked to one channel (:class:`AttributionPass`); its concept maps equal
+``CondAttribution``'s (tested).
 
 **NERO's score** (Chhetri, Korhonen, Gyawali & Bhattarai, "NERO: Explainable
 Out-of-Distribution Detection with Neuron-level Relevance", MICCAI 2025) is a distance

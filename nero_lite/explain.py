@@ -28,7 +28,7 @@ score into a :class:`Report` a reader can check:
 3. for each of them a *concept-conditional heatmap* (CRP, Achtibat et al., "From
    attribution maps to human-understandable explanations through Concept Relevance
    Propagation", Nature Machine Intelligence 2023;
-   :func:`~nero_lite.attribution.conditional_heatmaps`): LRP from the output, masked at
+   :meth:`~nero_lite.attribution.AttributionPass.concepts`): LRP from the output, masked at
    the last feature block to channel :math:`j` only. For ResNet-18 the head inputs are the
    channels of ``layer4`` after global average pooling, so channel :math:`j` of ``layer4``
    *is* NERO's neuron :math:`j`; the output relevance is NERO's (softmax-weighted), so the
@@ -41,9 +41,11 @@ score into a :class:`Report` a reader can check:
    the concept maps' softmax relevance), whose share that reaches the pixels is
    ``Report.conservation``.
 
-All conditions of a batch (the k concepts and the full map of every image) go through
-one batched ``CondAttribution`` pass, so the cost grows sub-linearly in k
-(:func:`~nero_lite.sanity.explain_cost` measures it). Rules: timm ResNets use
+Each batch of images takes one forward pass under the rules
+(:func:`~nero_lite.attribution.attribution_passes`): NERO scores its outputs, and each map
+(the input map, the score map, the k concept maps) is one backward pass from it; a test
+checks the concept maps against zennit-crp's ``CondAttribution``
+(:func:`~nero_lite.sanity.explain_cost` measures the cost). Rules: timm ResNets use
 :func:`~nero_lite.canonizers.resnet_composite`, timm ViTs
 :func:`~nero_lite.canonizers.vit_composite` (constant LayerNorm scale and attention
 probabilities: CP-LRP, Ali et al., ICML 2022). If a map is not finite the report falls
