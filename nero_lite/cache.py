@@ -1,7 +1,7 @@
 """The on-disk cache: where it lives, atomic writes, and checksummed entries.
 
 Generated and read images (:mod:`nero_lite.data`), trained classifiers
-(:mod:`nero_lite.models`) and the semi-supervised networks (:mod:`nero_lite.semisup`)
+(:mod:`nero_lite.training`) and the semi-supervised networks (:mod:`nero_lite.semisup`)
 are cached under :func:`cache_dir`. Every file is written atomically: into a temporary
 file in the same folder, then renamed over the target, so a reader never sees half a
 file. Every entry is a data file plus a JSON sidecar (``.json`` beside it, written last)
