@@ -23,7 +23,7 @@ EXECUTED_CONFIG := _config.executed.yml
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[book,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[book,test,scale]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

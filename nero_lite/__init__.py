@@ -69,7 +69,7 @@ def __getattr__(name: str):
         return load_bundle
     raise AttributeError(f"module 'nero_lite' has no attribute {name!r}")
 
-_STACK = ("torch", "torchvision", "timm", "zennit", "zennit-crp", "jupyter-book")
+_STACK = ("torch", "torchvision", "timm", "zennit", "zennit-crp", "ray", "jupyter-book")
 
 
 def versions() -> dict[str, str]:

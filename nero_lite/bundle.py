@@ -57,7 +57,7 @@ from torch import nn
 from . import detectors as _detectors
 from .attribution import score_maps
 from .cache import atomic_write, sha256
-from .constants import POOL_PER_CLASS
+from .constants import FLAG_COLUMNS, POOL_PER_CLASS
 from .data import CORNER_FRACTION, MEAN, STD, TEXT_MARGIN_FRACTION, ImageSet, Preprocessing, to_input
 from .detectors import Detector, NeroDetector
 from .devices import resolve_device
@@ -70,6 +70,7 @@ from .version import __version__
 __all__ = [
     "BUNDLE_FILE",
     "CONCEPTS",
+    "FLAG_COLUMNS",
     "FORMAT_VERSION",
     "POOL_PER_CLASS",
     "REFERENCE_PATCHES",
@@ -86,6 +87,8 @@ __all__ = [
 FORMAT_VERSION = 1
 #: The file that completes a bundle folder, written last.
 BUNDLE_FILE = "bundle.json"
+#: The columns of ``flags.csv``, written by ``python -m nero_lite flag`` (:meth:`BundleScores.columns` but ``file``).
+FLAG_COLUMNS = FLAG_COLUMNS
 #: Neurons per image that :meth:`Bundle.score` lists as NERO's top contributors.
 TOP_NEURONS = 5
 #: Training images per class that ``fit`` keeps in the bundle's pool of reference images (:func:`reference_pool`).
@@ -160,6 +163,21 @@ class BundleScores:
     nearest: torch.Tensor | None
     top_neurons: torch.Tensor | None
     top_contributions: torch.Tensor | None
+
+    def columns(self, classes: list[str], detector: str, threshold: float) -> dict[str, list]:
+        """One list per column of ``flag``'s ``flags.csv`` but ``file`` (:data:`FLAG_COLUMNS`), a value per image:
+        the ``detector`` score, ``threshold``, whether the score lies below it, the predicted and
+        the nearest class (by name) and the top neurons as ``neuron:contribution`` joined by
+        ``;`` (both empty strings without NERO)."""
+        scores = self.scores[detector].tolist()
+        n = len(scores)
+        nearest, top = [""] * n, [""] * n
+        if self.nearest is not None:
+            nearest = [classes[k] for k in self.nearest.tolist()]
+            top = [";".join(f"{j}:{c:.4g}" for j, c in zip(neurons, contributions))
+                   for neurons, contributions in zip(self.top_neurons.tolist(), self.top_contributions.tolist())]
+        return {"score": scores, "threshold": [threshold] * n, "flagged": [score < threshold for score in scores],
+                "predicted": [classes[k] for k in self.predicted.tolist()], "nearest": nearest, "top_neurons": top}
 
 
 @dataclass(kw_only=True)

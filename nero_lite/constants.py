@@ -8,7 +8,7 @@ Each is defined here once; the modules that use them import them from here:
 :data:`POOL_PER_CLASS` (:mod:`nero_lite.bundle`).
 """
 
-__all__ = ["ARCHITECTURES", "CORNER_FRACTION", "DETECTORS", "POOL_PER_CLASS", "PRESETS", "TEXT_MARGIN_FRACTION"]
+__all__ = ["ARCHITECTURES", "CORNER_FRACTION", "DETECTORS", "FLAG_COLUMNS", "POOL_PER_CLASS", "PRESETS", "TEXT_MARGIN_FRACTION"]
 
 #: The architectures :func:`~nero_lite.models.create_model` names (any timm model name is accepted too); the first is the default.
 ARCHITECTURES = ("resnet18d", "resnet18", "vit", "deit_small")
@@ -29,3 +29,6 @@ TEXT_MARGIN_FRACTION = 0.15
 #: Training images per class that ``fit`` keeps in the bundle's pool of reference images
 #: (:func:`~nero_lite.bundle.reference_pool`).
 POOL_PER_CLASS = 32
+#: The columns of ``flags.csv``, written by ``python -m nero_lite flag``
+#: (:meth:`~nero_lite.bundle.BundleScores.columns` but ``file``).
+FLAG_COLUMNS = ("file", "score", "threshold", "flagged", "predicted", "nearest", "top_neurons")

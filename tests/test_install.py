@@ -19,5 +19,6 @@ def test_versions_names_the_stack():
     import nero_lite
 
     found = nero_lite.versions()
-    assert set(found) == {"torch", "torchvision", "timm", "zennit", "zennit-crp", "jupyter-book"}
+    assert set(found) == {"torch", "torchvision", "timm", "zennit", "zennit-crp", "ray", "jupyter-book"}
+    assert found["ray"] == "2.60.0"  # the scale extra, installed by make setup
     assert found["torch"].startswith("2.14.1")

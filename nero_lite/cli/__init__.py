@@ -75,6 +75,15 @@ threshold. It writes into ``--out``, as a set:
 Explanations are computed for the ``--explain`` images shown only, so their cost and memory
 do not grow with the folder.
 
+``--engine ray`` (every command; the ``scale`` extra, Ray Data) reads and scores ``flag``'s
+images, or extracts the features of ``evaluate``'s and ``fit``'s image sets, on a Ray
+cluster (:mod:`nero_lite.scale`): a local one on all cores and GPUs of this machine, or the
+one at ``--address`` (``auto`` or ``HOST:PORT``), with ``--workers`` workers of
+``--gpus-per-worker`` GPUs each. ``flags.csv`` is then written row by row as the batches
+come, in the order of the files, as with ``--engine local`` (the default, which imports no
+Ray); training stays on one device. A Ray cluster that fails or goes away during a run ends
+it with one line and exit status 1, the previous results left whole.
+
 Bad input ends with a one-line error and exit status 2, before any image is read where it
 can be seen from the options: a missing folder or a file in its place, ``--id`` or ``--ood``
 the same folder as ``--train``, a vit size that is not a multiple of 8 (deit_small: 16), an
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..cache import remove_stale_temp_files
     from ..data import IMAGE_EXTENSIONS, image_files
     from ..models import create_model
+    from ..scale import EngineError
 
     try:
         if args.command == "flag":
@@ -208,4 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted; results in {out} are as they were", file=sys.stderr)
         return 130
+    except EngineError as error:  # the Ray cluster failed or went away during the run
+        print(f"{command}: error: {error}; results in {out} are as they were", file=sys.stderr)
+        return 1
     return 0

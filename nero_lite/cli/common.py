@@ -14,6 +14,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +25,11 @@ if TYPE_CHECKING:
 
     from ..bundle import Bundle
     from ..data import ImageSet
+    from ..outputs import Outputs
     from ..report import Flagged
     from .options import ModelOptions
 
-__all__ = ["GALLERY", "ID_TPR", "NO_POOL_NOTE", "classifier", "explain_gallery", "small_data_params", "write_set"]
+__all__ = ["GALLERY", "ID_TPR", "NO_POOL_NOTE", "classifier", "explain_gallery", "extract_sets", "small_data_params", "staged_set", "write_set"]
 
 #: The share of the validation images each threshold set by ``fit`` accepts (95 % ID TPR).
 ID_TPR = 0.95
@@ -55,6 +58,22 @@ def classifier(args: ModelOptions, train: ImageSet, device, given: nn.Module | N
     recipe = replace(Recipe.paper() if args.recipe == "paper" else Recipe(), epochs=args.epochs)
     return train_classifier(train, args.arch, recipe, seed=args.seed, pretrained=args.pretrained,
                             weights=args.weights, device=device, cache=not args.no_cache)
+
+
+def extract_sets(args: ModelOptions, model: nn.Module, sets: list[ImageSet], device) -> list[Outputs]:
+    """The head's inputs and outputs of each of ``sets`` (:func:`~nero_lite.extraction.extract`) on
+    ``device``, or with ``--engine ray`` read again from their files and extracted on the Ray
+    cluster in one pass (:func:`~nero_lite.scale.extract_files`)."""
+    from ..extraction import extract
+
+    if args.engine == "local":
+        return [extract(model, images, device) for images in sets]
+    from ..data import Preprocessing
+    from ..scale import cluster, extract_files
+
+    preprocessing = Preprocessing(args.size, args.mask_corner, args.mask_text)
+    with cluster(args.address, args.workers, args.gpus_per_worker) as workers:
+        return [outputs.to(device) for outputs in extract_files(model, args.arch, preprocessing, sets, workers=workers)]
 
 
 def small_data_params(names: list[str], n_train: int, n_features: int) -> tuple[dict[str, dict], dict[str, str]]:
@@ -102,18 +121,28 @@ def explain_gallery(bundle: Bundle, gallery: list[Flagged], n: int, device) -> t
     return explained + gallery[n:], "", n
 
 
-def write_set(out: Path, writers: dict, run: dict, start: float) -> None:
-    """Write the result files as a set: all into a staging folder inside ``out``, then renamed
-    into place together, ``run.json`` last (its ``seconds.write`` counted from ``start``). A
-    failure before the renames leaves every earlier file in ``out`` as it was."""
+@contextmanager
+def staged_set(out: Path) -> Iterator[Path]:
+    """A staging folder inside ``out`` for a set of result files: when the block ends normally
+    its files are renamed into ``out`` together, ``run.json`` last; when it raises (or is
+    interrupted) nothing is renamed, and every earlier file in ``out`` stays as it was.
+    The staging folder is removed either way."""
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".nero_lite-"))
     try:
+        yield staging
+        names = sorted(path.name for path in staging.iterdir() if path.name != "run.json")
+        for name in [*names, "run.json"]:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_set(out: Path, writers: dict, run: dict, start: float) -> None:
+    """Write the result files as a set (:func:`staged_set`): each of ``writers`` (name → a
+    function of the path) then ``run.json`` (its ``seconds.write`` counted from ``start``)."""
+    with staged_set(out) as staging:
         for name, write in writers.items():
             write(staging / name)
         run["seconds"]["write"] = time.perf_counter() - start
         (staging / "run.json").write_text(json.dumps(run, indent=1))
-        for name in [*writers, "run.json"]:
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

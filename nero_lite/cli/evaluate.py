@@ -112,10 +112,10 @@ def evaluate(args: EvaluateOptions, splits: Splits, read_seconds: float = 0.0, g
     import pandas as pd
 
     from .. import detectors
-    from ..compare import compare_detectors, extract_splits
+    from ..compare import ExtractedSplits, compare_detectors
     from ..devices import resolve_device
     from ..extraction import accuracy
-    from .common import classifier, small_data_params, write_set
+    from .common import classifier, extract_sets, small_data_params, write_set
 
     seconds = {"read": read_seconds}
     device = resolve_device(args.device)
@@ -127,7 +127,7 @@ def evaluate(args: EvaluateOptions, splits: Splits, read_seconds: float = 0.0, g
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    outputs = extract_splits(model, splits, device=device)
+    outputs = ExtractedSplits(*extract_sets(args, model, [splits.train, splits.test, splits.ood], device))
     seconds["extract"] = time.perf_counter() - start
     id_accuracy = accuracy(outputs.test)
     print(f"ID test accuracy {id_accuracy:.1%}", file=sys.stderr)

@@ -131,10 +131,9 @@ def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 
     from ..bundle import Bundle, reference_pool
     from ..cache import fingerprint
     from ..devices import resolve_device
-    from ..extraction import extract
     from ..metrics import threshold_at_tpr
     from ..progress import bar as progress_bar
-    from .common import classifier, small_data_params
+    from .common import classifier, extract_sets, small_data_params
 
     seconds = {"read": read_seconds}
     device = resolve_device(args.device)
@@ -145,7 +144,7 @@ def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    outputs = extract(model, train, device)
+    (outputs,) = extract_sets(args, model, [train], device)
     params, adapted = small_data_params(args.detectors, len(train), outputs.features.shape[1])
     for name, note in adapted.items():
         print(f"{name}: {note}", file=sys.stderr)

@@ -4,27 +4,30 @@ explained, and written as ``flags.csv``, ``report.html`` and ``run.json``."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import heapq
+import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..constants import FLAG_COLUMNS
 from .common import GALLERY
-from .options import CommandOptions, add_device_option, add_explain_option, device_or_out_problem, folder_problem, positive
+from .options import (EngineOptions, add_device_option, add_engine_options, add_explain_option, device_or_out_problem, engine_problem,
+                      folder_problem, positive)
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
+    from ..scale import ScoredBatch
 
 __all__ = ["FLAG_COLUMNS", "FlagOptions", "add_command", "check", "flag"]
 
-#: The columns of ``flags.csv``, written by ``flag``.
-FLAG_COLUMNS = ("file", "score", "threshold", "flagged", "predicted", "nearest", "top_neurons")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FlagOptions(CommandOptions):
+class FlagOptions(EngineOptions):
     """The options of ``flag``."""
 
     bundle: Path
@@ -57,101 +60,132 @@ def add_command(commands) -> None:
     flagging.add_argument("--batch-size", type=positive, default=256, metavar="B",
                           help="images read and scored at a time: memory holds one batch, not the folder (default: 256)")
     add_device_option(flagging)
+    add_engine_options(flagging, "read and score the images")
 
 
 def check(args: FlagOptions) -> str | None:
     """What is wrong with the ``flag`` options before any image is read (``None``: nothing)."""
     if not args.bundle.is_dir():
         return f"BUNDLE: no bundle folder at {args.bundle}" if not args.bundle.is_file() else f"BUNDLE: {args.bundle} is a file; give the folder `fit` wrote"
-    return folder_problem("IMAGES_DIR", args.images) or device_or_out_problem(args)
+    return folder_problem("IMAGES_DIR", args.images) or device_or_out_problem(args) or engine_problem(args)
+
+
+def _local_batches(args: FlagOptions, bundle: Bundle, files: list[Path], device) -> Iterator[ScoredBatch]:
+    """The ``local`` engine: ``--batch-size`` files at a time read here and scored on ``device``."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data import read_image
+    from ..scale import ScoredBatch
+
+    threshold = bundle.thresholds[args.detector]
+    for first in range(0, len(files), args.batch_size):
+        images, read, unreadable = [], [], []
+        for path in files[first : first + args.batch_size]:
+            try:
+                images.append(read_image(path, bundle.size))
+                read.append(str(path))
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+                unreadable.append(str(path))
+        columns = {}
+        if images:
+            result = bundle.score(torch.stack(images), batch_size=len(images), device=device, progress=False)
+            columns = result.columns(bundle.classes, args.detector, threshold)
+        yield ScoredBatch(files=read, columns=columns, unreadable=unreadable)
+
+
+@contextmanager
+def _batches(args: FlagOptions, bundle: Bundle, files: list[Path], device) -> Iterator[tuple[Iterator[ScoredBatch], str]]:
+    """The scored batches of ``--engine`` and where they are scored (for ``run.json``)."""
+    if args.engine == "local":
+        yield _local_batches(args, bundle, files, device), str(device)
+        return
+    from ..scale import cluster, score_files
+
+    with cluster(args.address, args.workers, args.gpus_per_worker) as workers:
+        where = f"ray: {workers.count} worker(s), {workers.gpus:g} GPU(s) each"
+        yield score_files(args.bundle, files, size=bundle.size, detector=args.detector, workers=workers,
+                          batch_size=args.batch_size), where
 
 
 def flag(args: FlagOptions, bundle: Bundle, files: list[Path]) -> dict:
-    """Run the ``flag`` command: score ``files`` in batches of ``--batch-size``; returns what it wrote to ``run.json``."""
-    import pandas as pd
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    """Run the ``flag`` command: score ``files`` in batches of ``--batch-size`` with ``--engine``; returns what it wrote to ``run.json``.
+
+    ``flags.csv`` is written row by row as the batches come (into the staging folder of
+    :func:`~nero_lite.cli.common.staged_set`), and only the :data:`~nero_lite.cli.common.GALLERY`
+    flagged files of lowest score are kept: the memory does not grow with the folder but
+    for one score per image (the histogram).
+    """
+    from array import array
+
+    import numpy as np
 
     from ..data import read_image
     from ..devices import resolve_device
     from ..progress import bar as progress_bar
     from ..report import Flagged, flag_report
-    from .common import explain_gallery, write_set
+    from .common import explain_gallery, staged_set
 
     device = resolve_device(args.device)
     threshold = bundle.thresholds[args.detector]
     nero = "nero" in bundle.detectors
-    start = time.perf_counter()
-    rows, skipped, kept = [], {}, []  # kept: a max-heap by score of the GALLERY flagged images of lowest score
-    bar = progress_bar(total=len(files), desc="flag", unit="img")
-    for first in range(0, len(files), args.batch_size):
-        images, read = [], []
-        for path in files[first : first + args.batch_size]:
-            try:
-                images.append(read_image(path, bundle.size))
-                read.append(path)
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-                skipped[str(path)] = "unreadable"
-        bar.update(min(args.batch_size, len(files) - first))
-        if not images:
-            continue
-        pixels = torch.stack(images)
-        result = bundle.score(pixels, batch_size=len(pixels), device=device, progress=False)
-        scores = result.scores[args.detector]
-        for i, path in enumerate(read):
-            score = float(scores[i])
-            row = {"file": str(path), "score": score, "threshold": threshold, "flagged": score < threshold,
-                   "predicted": bundle.classes[int(result.predicted[i])], "nearest": "", "top_neurons": ""}
-            if nero:
-                row["nearest"] = bundle.classes[int(result.nearest[i])]
-                row["top_neurons"] = ";".join(f"{int(j)}:{float(c):.4g}" for j, c in
-                                              zip(result.top_neurons[i], result.top_contributions[i]))
-            rows.append(row)
-            if row["flagged"]:
-                heapq.heappush(kept, (-score, len(rows), row, pixels[i].clone()))
-                if len(kept) > GALLERY:
-                    heapq.heappop(kept)
-    bar.close()
-    if skipped:
-        names = ", ".join(Path(file).name for file in list(skipped)[:3])
-        print(f"warning: skipped {len(skipped)} unreadable image file(s) under {args.images}: {names}"
-              + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""), file=sys.stderr)
-    if not rows:
-        raise ValueError(f"no readable image under {args.images} ({len(skipped)} unreadable file(s))")
-    seconds = {"score": time.perf_counter() - start}
+    with staged_set(args.out) as staging:
+        start = time.perf_counter()
+        scores, skipped, kept = array("d"), [], []  # kept: a max-heap by score of the GALLERY flagged rows of lowest score
+        with _batches(args, bundle, files, device) as (batches, where), open(staging / "flags.csv", "w", newline="") as table:
+            bar = progress_bar(total=len(files), desc="flag", unit="img")
+            writer = csv.writer(table)
+            writer.writerow(FLAG_COLUMNS)
+            for batch in batches:
+                bar.update(len(batch.files) + len(batch.unreadable))
+                skipped += batch.unreadable
+                rows = zip(batch.files, *(batch.columns[name] for name in FLAG_COLUMNS[1:]))
+                for file, score, *rest in rows:
+                    writer.writerow((file, score, *rest))
+                    scores.append(score)
+                    if score < threshold:
+                        heapq.heappush(kept, (-score, len(scores), file, rest[2], rest[3]))
+                        if len(kept) > GALLERY:
+                            heapq.heappop(kept)
+        bar.close()
+        if skipped:
+            names = ", ".join(Path(file).name for file in skipped[:3])
+            print(f"warning: skipped {len(skipped)} unreadable image file(s) under {args.images}: {names}"
+                  + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""), file=sys.stderr)
+        if not scores:
+            raise ValueError(f"no readable image under {args.images} ({len(skipped)} unreadable file(s))")
+        seconds = {"score": time.perf_counter() - start}
 
-    start = time.perf_counter()
-    shown = sorted(kept, key=lambda item: (-item[0], item[1]))  # lowest score first
-    gallery = [Flagged(row["file"], row["score"], row["predicted"], row["nearest"], image) for _, _, row, image in shown]
-    note, explained = "", 0
-    if nero:
-        gallery, note, explained = explain_gallery(bundle, gallery, args.explain, device)
-    elif args.explain and gallery:
-        note = "The images are not explained: explanations need nero in the bundle."
-    seconds["explain"] = time.perf_counter() - start
+        start = time.perf_counter()
+        shown = sorted(kept, key=lambda item: (-item[0], item[1]))  # lowest score first, then in the order of the files
+        gallery = [Flagged(file, -negative, predicted, nearest, read_image(file, bundle.size))
+                   for negative, _, file, predicted, nearest in shown]
+        note, explained = "", 0
+        if nero:
+            gallery, note, explained = explain_gallery(bundle, gallery, args.explain, device)
+        elif args.explain and gallery:
+            note = "The images are not explained: explanations need nero in the bundle."
+        seconds["explain"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    table = pd.DataFrame(rows, columns=list(FLAG_COLUMNS))
-    page = flag_report(title=f"nero_lite flag: {args.images}", detector=args.detector, threshold=threshold,
-                       scores=table.score.to_numpy(), gallery=gallery, skipped=len(skipped), note=note)
-    flagged = int(table.flagged.sum())
-    run = {
-        "options": args.as_json(),
-        "device": str(device),
-        "detector": args.detector,
-        "threshold": threshold,
-        "images": {"found": len(files), "scored": len(table), "flagged": flagged},
-        "explained": explained,
-        "reference_pool": bundle.pool is not None,
-        "bundle": {"train_fingerprint": bundle.train_fingerprint, "versions": bundle.versions},
-        "skipped_files": [{"file": file, "reason": reason} for file, reason in skipped.items()],
-        "seconds": seconds,
-    }
-    writers = {
-        "flags.csv": lambda path: table.to_csv(path, index=False),
-        "report.html": lambda path: path.write_text(page, encoding="utf-8"),
-    }
-    write_set(args.out, writers, run, start)
-    print(f"flagged {flagged} of {len(table)} images ({flagged / len(table):.1%}) with {args.detector}; "
+        start = time.perf_counter()
+        page = flag_report(title=f"nero_lite flag: {args.images}", detector=args.detector, threshold=threshold,
+                           scores=np.frombuffer(scores), gallery=gallery, skipped=len(skipped), note=note)
+        (staging / "report.html").write_text(page, encoding="utf-8")
+        flagged = int((np.frombuffer(scores) < threshold).sum())
+        seconds["write"] = time.perf_counter() - start
+        run = {
+            "options": args.as_json(),
+            "device": where,
+            "detector": args.detector,
+            "threshold": threshold,
+            "images": {"found": len(files), "scored": len(scores), "flagged": flagged},
+            "explained": explained,
+            "reference_pool": bundle.pool is not None,
+            "bundle": {"train_fingerprint": bundle.train_fingerprint, "versions": bundle.versions},
+            "skipped_files": [{"file": file, "reason": "unreadable"} for file in skipped],
+            "seconds": seconds,
+        }
+        (staging / "run.json").write_text(json.dumps(run, indent=1))
+    print(f"flagged {flagged} of {len(scores)} images ({flagged / len(scores):.1%}) with {args.detector}; "
           f"wrote {args.out}/flags.csv, report.html, run.json", file=sys.stderr)
     return run

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..constants import ARCHITECTURES, CORNER_FRACTION, DETECTORS, PRESETS, TEXT_MARGIN_FRACTION
 
-__all__ = ["CommandOptions", "ModelOptions", "Parser", "add_detector_options", "add_device_option", "add_explain_option", "add_model_options", "add_run_options",
-           "check_model", "device_or_out_problem", "folder_problem", "fraction", "positive"]
+__all__ = ["CommandOptions", "EngineOptions", "ModelOptions", "Parser", "add_detector_options", "add_device_option", "add_engine_options",
+           "add_explain_option", "add_model_options", "add_run_options", "check_model", "device_or_out_problem", "engine_problem",
+           "folder_problem", "fraction", "positive"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,7 +46,17 @@ class CommandOptions:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelOptions(CommandOptions):
+class EngineOptions(CommandOptions):
+    """The options that choose where the images are read and scored (:func:`add_engine_options`)."""
+
+    engine: str
+    address: str | None
+    workers: int | None
+    gpus_per_worker: float | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions(EngineOptions):
     """The options ``evaluate`` and ``fit`` share: the classifier (:func:`add_model_options`), the
     detectors (:func:`add_detector_options`) and the run (:func:`add_run_options`)."""
 
@@ -88,6 +99,13 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _gpus(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -151,10 +169,37 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
 
 
+def add_engine_options(parser: argparse.ArgumentParser, work: str) -> None:
+    """``--engine`` and the options of the Ray engine (every command); ``work`` says what the engine does."""
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help=f"local: {work} in this process, on one device; ray: {work} with Ray Data on a Ray cluster, "
+                             "each worker holding the classifier once (needs nero_lite[scale]) (default: local)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="with --engine ray: the Ray cluster to use, auto (the one started here by `ray start --head`) "
+                             "or HOST:PORT (default: start Ray on this machine, all its cores and GPUs)")
+    parser.add_argument("--workers", type=positive, metavar="N",
+                        help="with --engine ray: scoring workers (default: one per GPU of the cluster, else 1)")
+    parser.add_argument("--gpus-per-worker", type=_gpus, metavar="G",
+                        help="with --engine ray: GPUs of each worker, 0 for none; fractions share a GPU "
+                             "(default: 1 where the cluster has GPUs, else 0)")
+
+
+def engine_problem(args: EngineOptions) -> str | None:
+    """What is wrong with the engine options, before Ray starts (``None``: nothing)."""
+    if args.engine == "local":
+        given = [name for name, value in (("--address", args.address), ("--workers", args.workers),
+                                          ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
+        return f"{', '.join(given)}: only with --engine ray" if given else None
+    from ..scale import engine_problem as ray_problem
+
+    return ray_problem(args.address, args.gpus_per_worker)
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--no-cache`` (``evaluate``, ``fit``)."""
+    """``--device``, ``--no-cache`` and the engine (``evaluate``, ``fit``)."""
     add_device_option(parser)
     parser.add_argument("--no-cache", action="store_true", help="neither reuse nor store images and trained weights")
+    add_engine_options(parser, "extract the images' features (training stays on one device)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -183,7 +228,7 @@ def check_model(args: ModelOptions) -> str | None:
             read_weights(args.weights)
         except (FileNotFoundError, ValueError) as error:
             return f"--weights: {error}"
-    problem = device_or_out_problem(args)
+    problem = device_or_out_problem(args) or engine_problem(args)
     if problem:
         return problem
     if not args.no_cache:
