@@ -22,7 +22,6 @@ from .devices import resolve_device
 from .extraction import extract
 from .metrics import evaluate_table
 from .outputs import Outputs
-from .progress import bar
 from .training import Recipe, train_classifier
 
 __all__ = ["ExtractedSplits", "compare_detectors", "compare_over_seeds", "extract_splits", "odin_scores"]
@@ -91,7 +90,7 @@ def compare_detectors(
         ``{name: reason}``.
     preset, arch : str
         The hyperparameters of detectors given by name (:func:`nero_lite.detectors.create`):
-        ``"ours"``, or ``"reference"`` (NERO's reference code) for the architecture ``arch``;
+        ``"ours"``, or ``"official"`` (NERO's official code) for the architecture ``arch``;
         ``params`` override them.
     convention : str
         How FPR95 is counted (:func:`nero_lite.metrics.fpr_at_tpr`).
@@ -108,18 +107,12 @@ def compare_detectors(
     if not isinstance(names, dict):
         names = {name: _detectors.create(name, preset, arch, **params.get(name, {}))
                  for name in names or _detectors.available()}
-    rows, scores, skipped = [], {}, {}
-    for name, detector in bar(names.items(), desc="detectors", show=progress):
+    fitted = _detectors.fit_each(names, outputs.train, skip_failing=skip_failing, progress=progress, desc="detectors")
+    for name, reason in fitted.skipped.items():
+        warnings.warn(f"skipped detector {name}: {reason}", stacklevel=2)
+    rows, scores = [], {}
+    for name, detector in fitted.detectors.items():
         start = time.perf_counter()
-        try:
-            detector.fit(outputs.train)
-        except ValueError as error:
-            if not skip_failing:
-                raise
-            skipped[name] = str(error).splitlines()[0]
-            warnings.warn(f"skipped detector {name}: {skipped[name]}", stacklevel=2)
-            continue
-        fitted = time.perf_counter()
         if detector.needs_images and model is not None:
             id_scores = odin_scores(detector, model, splits.test)
             ood_scores = odin_scores(detector, model, splits.ood)
@@ -129,12 +122,12 @@ def compare_detectors(
         scores[name] = (id_scores.cpu(), ood_scores.cpu())
         table = evaluate_table(id_scores, ood_scores, splits.ood.labels, splits.ood_classes, splits.ood_kind,
                                convention=convention)
-        table = table.assign(detector=name, fit_s=fitted - start, score_s=scored - fitted).reset_index()
+        table = table.assign(detector=name, fit_s=fitted.seconds[name], score_s=scored - start).reset_index()
         rows.append(table)
     if not rows:
-        raise ValueError(f"every detector was skipped: {skipped}")
+        raise ValueError(f"every detector was skipped: {fitted.skipped}")
     table = pd.concat(rows, ignore_index=True)
-    table.attrs["skipped"] = skipped
+    table.attrs["skipped"] = fitted.skipped
     return table, scores
 
 

@@ -53,6 +53,17 @@ def test_registry_lists_every_method():
         detectors.create("nope")
 
 
+def test_fit_each_fits_what_it_can_and_keeps_why_the_others_were_skipped():
+    train = random_outputs(n=20)
+    created = {"msp": detectors.create("msp"), "knn": detectors.create("knn", k=50), "nero": detectors.create("nero")}
+    fitted = detectors.fit_each(created, train, progress=False)
+    assert list(fitted.detectors) == ["msp", "nero"] and fitted.detectors["nero"] is created["nero"]
+    assert list(fitted.skipped) == ["knn"] and "50" in fitted.skipped["knn"] and "\n" not in fitted.skipped["knn"]
+    assert set(fitted.seconds) == {"msp", "nero"} and all(s >= 0 for s in fitted.seconds.values())
+    with pytest.raises(ValueError, match="50"):
+        detectors.fit_each({"knn": detectors.create("knn", k=50)}, train, skip_failing=False, progress=False)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name):
     train, test = split(random_outputs())

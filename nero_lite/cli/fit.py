@@ -132,7 +132,6 @@ def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 
     from ..cache import fingerprint
     from ..devices import resolve_device
     from ..metrics import threshold_at_tpr
-    from ..progress import bar as progress_bar
     from .common import classifier, extract_sets, small_data_params
 
     seconds = {"read": read_seconds}
@@ -148,13 +147,11 @@ def fit(args: FitOptions, train: ImageSet, val: ImageSet, read_seconds: float = 
     params, adapted = small_data_params(args.detectors, len(train), outputs.features.shape[1])
     for name, note in adapted.items():
         print(f"{name}: {note}", file=sys.stderr)
-    fitted, skipped = {}, {}
-    for name in progress_bar(args.detectors, desc="fit detectors"):
-        try:
-            fitted[name] = detectors.create(name, args.preset, args.arch, **params.get(name, {})).fit(outputs)
-        except ValueError as error:
-            skipped[name] = str(error).splitlines()[0]
-            print(f"warning: skipped detector {name}: {skipped[name]}", file=sys.stderr)
+    created = {name: detectors.create(name, args.preset, args.arch, **params.get(name, {})) for name in args.detectors}
+    fitted = detectors.fit_each(created, outputs)
+    fitted, skipped = fitted.detectors, fitted.skipped
+    for name, reason in skipped.items():
+        print(f"warning: skipped detector {name}: {reason}", file=sys.stderr)
     if not fitted:
         raise ValueError(f"no detector could be fitted on the {len(train)} training images: {skipped}")
     seconds["detectors"] = time.perf_counter() - start

@@ -11,9 +11,9 @@ sample, **higher = more in-distribution**. Run them by name::
 Modules, one per family: :mod:`.logits` (MSP, MaxLogit, Energy, Entropy), :mod:`.odin`,
 :mod:`.distance` (Mahalanobis, KNN, SHE), :mod:`.subspace` (ViM, NECO), :mod:`.shaping`
 (ReAct, ASH), :mod:`.gradient` (GradNorm), :mod:`.nero` (NERO); :mod:`.presets` holds the
-two hyperparameter presets, ours (the default) and that of NERO's reference code::
+two hyperparameter presets, ours (the default) and that of NERO's official code::
 
-    detectors.create("nero", preset="reference", arch="vit")  # k = 175, as the paper's code
+    detectors.create("nero", preset="official", arch="vit")  # k = 175, as the paper's code
 
 A detector, fitted or not, is kept in one safetensors file (no pickle; the layout is in
 :mod:`.saving`) and read back by :func:`load`, scoring bit for bit as before::
@@ -24,9 +24,13 @@ A detector, fitted or not, is kept in one safetensors file (no pickle; the layou
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import DETECTORS
+from ..progress import bar as progress_bar
 from .base import Detector, NotFittedError, Paper
 from .distance import KNNDetector, MahalanobisDetector, SHEDetector
 from .gradient import GradNormDetector
@@ -38,12 +42,16 @@ from .saving import load_detector
 from .shaping import ASHDetector, ReActDetector
 from .subspace import NecoDetector, ViMDetector
 
+if TYPE_CHECKING:
+    from ..outputs import Outputs
+
 __all__ = [
     "ASHDetector",
     "Detector",
     "EnergyDetector",
     "EntropyDetector",
     "FeatureCentroidDetector",
+    "Fitted",
     "GradNormDetector",
     "KNNDetector",
     "MSPDetector",
@@ -60,6 +68,7 @@ __all__ = [
     "ViMDetector",
     "available",
     "create",
+    "fit_each",
     "load",
 ]
 
@@ -95,7 +104,7 @@ def create(name: str, preset: str = "ours", arch: str | None = None, **params) -
     """A new detector by registry name, e.g. ``create("knn", k=10)``.
 
     ``preset`` picks the hyperparameters (:mod:`~nero_lite.detectors.presets`): ``"ours"``,
-    the class defaults, or ``"reference"``, those of NERO's reference code for the
+    the class defaults, or ``"official"``, those of NERO's official code for the
     architecture ``arch`` (required there, e.g. ``"resnet18"``, ``"vit"``,
     ``"deit_small"``). Keyword ``params`` override the preset.
     """
@@ -104,6 +113,38 @@ def create(name: str, preset: str = "ours", arch: str | None = None, **params) -
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(_REGISTRY)}") from None
     return cls(**{**preset_params(name, preset, arch), **params})
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit_each` did: the ``detectors`` fitted (name → detector, in their order),
+    those ``skipped`` (name → the first line of why) and each one's fitting ``seconds``."""
+
+    detectors: dict[str, Detector] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def fit_each(detectors: dict[str, Detector], outputs: Outputs, *, skip_failing: bool = True, progress: bool = True,
+             desc: str = "fit detectors") -> Fitted:
+    """Fit each of ``detectors`` (name → unfitted detector) on the training ``outputs``.
+
+    A detector that cannot be fitted on them raises :class:`ValueError` (e.g. KNN with fewer
+    training samples than ``k``): it is skipped and its reason kept when ``skip_failing``,
+    else the error is raised. The caller says how it reports the skipped ones.
+    """
+    fitted = Fitted()
+    for name, detector in progress_bar(detectors.items(), desc=desc, show=progress):
+        start = time.perf_counter()
+        try:
+            fitted.detectors[name] = detector.fit(outputs)
+        except ValueError as error:
+            if not skip_failing:
+                raise
+            fitted.skipped[name] = str(error).splitlines()[0]
+            continue
+        fitted.seconds[name] = time.perf_counter() - start
+    return fitted
 
 
 def load(path: str | Path) -> Detector:
