@@ -43,6 +43,7 @@ Evaluation of Neural Network Explanations and Beyond", JMLR 2023).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -59,7 +60,7 @@ from .data import image_tensor, to_input
 from .detectors.nero import NeroDetector
 from .devices import resolve_device
 from .extraction import extract
-from .metrics import mean_std_text
+from .metrics import mean_std_table
 from .paired import paired_difference
 
 __all__ = [
@@ -81,16 +82,24 @@ __all__ = [
     "mass_accuracy",
     "pointing_game",
     "log_score",
-    "mean_std",
     "restoration_curves",
-    "summarize",
+    "map_means",
     "verdicts",
 ]
+
+
+def __getattr__(name: str):
+    """``summarize``, the previous name of :func:`map_means` (:func:`nero_lite.semisup.summarize` is another thing), with a deprecation warning."""
+    if name == "summarize":
+        warnings.warn("nero_lite.faithfulness.summarize is now map_means", DeprecationWarning, stacklevel=2)
+        return map_means
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Fractions of the image replaced along a restoration curve (0 is the image itself).
 FRACTIONS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
 
-#: A map *finds* a finding when its ratio (mass accuracy over area share, :func:`summarize`) is at
+#: A map *finds* a finding when its ratio (mass accuracy over area share, :func:`map_means`) is at
 #: least this: twice as much of its positive relevance on the finding as a map spread evenly would
 #: put there. The one criterion of the book's chapters 6 and 8 (:func:`verdicts`).
 LOCALISES_AT = 2.0
@@ -272,10 +281,10 @@ class MapComparison:
 
     def summary(self) -> pd.DataFrame:
         """Per map kind: mean mass accuracy, area share, their ratio, pointing game, AOPC."""
-        return summarize(self.table)
+        return map_means(self.table)
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
+def map_means(table: pd.DataFrame) -> pd.DataFrame:
     """Per map kind (rows in :data:`MAP_KINDS` order): ``mass_accuracy``, ``area``, ``ratio`` (of the means), ``pointing``, ``aopc``."""
     means = table.groupby("map", sort=False)[["mass_accuracy", "area", "pointing", "aopc"]].mean()
     means.insert(2, "ratio", means.mass_accuracy / means.area)
@@ -376,12 +385,13 @@ class Benchmark:
 
     def summary(self) -> pd.DataFrame:
         """Mean ± std over seeds (of the per-seed means) per class and map kind: mass accuracy, area, ratio, pointing, AOPC."""
-        per_seed = self.table.groupby(["seed", "class"], sort=False).apply(summarize, include_groups=False)
-        return mean_std(per_seed.reset_index(), ["class", "map"], ["mass_accuracy", "area", "ratio", "pointing", "aopc"])
+        per_seed = self.table.groupby(["seed", "class"], sort=False).apply(map_means, include_groups=False)
+        return mean_std_table(per_seed.reset_index(), ["class", "map"], ["mass_accuracy", "area", "ratio", "pointing", "aopc"],
+                              3, "g", std_digits=2)
 
     def grid_summary(self) -> pd.DataFrame:
         """Mean ± std over seeds of the grid share and the cross-image correlation, per class and map kind."""
-        return mean_std(self.grid, ["class", "map"], ["grid_share", "correlation"])
+        return mean_std_table(self.grid, ["class", "map"], ["grid_share", "correlation"], 3, "g", std_digits=2)
 
 
 def _reading(difference, alpha: float) -> str:
@@ -395,7 +405,7 @@ def verdicts(benchmark: Benchmark, *, localises_at: float = LOCALISES_AT, alpha:
 
     Columns:
 
-    * ``ratio``: the score map's mass accuracy over the area share (:func:`summarize`, per
+    * ``ratio``: the score map's mass accuracy over the area share (:func:`map_means`, per
       seed, then the mean over seeds); ``localises``: ``ratio >= localises_at``
       (:data:`LOCALISES_AT`).
     * ``best other map`` (by ratio, the centre prior included) and ``mass accuracy vs it``:
@@ -412,7 +422,7 @@ def verdicts(benchmark: Benchmark, *, localises_at: float = LOCALISES_AT, alpha:
     """
     rows = []
     for name, part in benchmark.table.groupby("class", sort=False):
-        mean = part.groupby("seed").apply(summarize, include_groups=False).groupby(level=1).mean()
+        mean = part.groupby("seed").apply(map_means, include_groups=False).groupby(level=1).mean()
         others = mean.drop(index="score map")
         best_ratio = others.ratio.idxmax()
         best_aopc = others.aopc.dropna().drop(index="random", errors="ignore").idxmax()
@@ -435,19 +445,6 @@ def verdicts(benchmark: Benchmark, *, localises_at: float = LOCALISES_AT, alpha:
                                    else "ahead" if hits > chance * len(score_rows) else "behind"),
         })
     return pd.DataFrame(rows).set_index("class")
-
-
-def mean_std(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """``"mean ± std"`` strings of ``columns`` over the rows of each ``by`` group (3 significant digits).
-
-    Cells follow :func:`nero_lite.metrics.mean_std_text`: ``"(1 seed)"`` for a group of one row, ``"—"`` where no row has a value.
-    """
-    grouped = frame.groupby(by, sort=False)[columns]
-    means, stds = grouped.mean(), grouped.std()
-    return pd.DataFrame(
-        {c: [mean_std_text(m, s, 3, "g", std_digits=2) for m, s in zip(means[c], stds[c])] for c in columns},
-        index=means.index,
-    )
 
 
 def benchmark(

@@ -8,7 +8,7 @@ class of every metric below; out-of-distribution (OOD) samples are the negatives
   higher than a random OOD sample (ties count one half).
 * FPR95: the fraction of OOD samples accepted as ID at the threshold where 95 % of
   the ID samples are accepted (the false-positive rate at 95 % true-positive rate).
-  :func:`fpr_at_tpr` also computes it as NERO's reference code counts it and as
+  :func:`fpr_at_tpr` also computes it as NERO's official code counts it and as
   OpenOOD defines it (OOD as the positive class): ``convention=``, see there.
 * AUPR-In: average precision with ID as the positive class.
 * AUPR-Out: average precision with OOD as the positive class (scores negated).
@@ -23,6 +23,8 @@ The curves come from :mod:`sklearn.metrics`; this module only fixes the conventi
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -41,11 +43,12 @@ __all__ = [
     "accepted_fraction",
     "flag_precision",
     "calibration_runs",
+    "mean_std_table",
     "mean_std_text",
 ]
 
-#: The names :func:`fpr_at_tpr` accepts as ``convention``: ours (the default), NERO's reference code's, OpenOOD's.
-FPR_CONVENTIONS = ("ours", "reference", "openood")
+#: The names :func:`fpr_at_tpr` accepts as ``convention``: ours (the default), NERO's official code's, OpenOOD's.
+FPR_CONVENTIONS = ("ours", "official", "openood")
 
 
 def _to_numpy(scores, name: str) -> np.ndarray:
@@ -85,7 +88,7 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95, convention: str = "ours
 
       (OOD accepted as ID). Tied scores are never split: a threshold accepts all samples
       with a given score or none of them, so with ties the reached TPR can exceed ``tpr``.
-    * ``"reference"``: as NERO's reference code counts (Chhetri et al., MICCAI 2025;
+    * ``"official"``: as NERO's official code counts (Chhetri et al., MICCAI 2025;
       ``ood/run_nero.py`` and ``ood/run_other_algos.py``: ``thresh =
       np.sort(scores_in)[int(np.floor(0.95 * num_ind))]`` on outlier scores): the same
       formula with :math:`\tau = s_{(\lfloor \mathrm{tpr} \cdot n \rfloor + 1)}`. It
@@ -103,14 +106,21 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95, convention: str = "ours
       .. math:: \mathrm{FPR} = \frac{|\{j : s_j \le \tau\}|}{n}
 
       A different quantity from the other two: it reads the ROC curve at the other end.
+
+    ``"reference"``, the previous name of ``"official"``, works for one release with a
+    :class:`DeprecationWarning`.
     """
+    if convention == "reference":
+        warnings.warn('convention="reference" is now convention="official" (as NERO\'s official code counts)',
+                      DeprecationWarning, stacklevel=2)
+        convention = "official"
     if convention not in FPR_CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose one of {FPR_CONVENTIONS}")
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
-    if convention == "reference":
+    if convention == "official":
         if tpr == 1.0:
-            raise ValueError("convention='reference' needs tpr < 1: it accepts floor(tpr * n) + 1 of n ID samples")
+            raise ValueError("convention='official' needs tpr < 1: it accepts floor(tpr * n) + 1 of n ID samples")
         ids, oods = _to_numpy(id_scores, "id_scores"), _to_numpy(ood_scores, "ood_scores")
         threshold = np.sort(ids)[::-1][int(np.floor(tpr * ids.size))]
         return float(np.mean(oods >= threshold))
@@ -262,8 +272,7 @@ def mean_std_text(mean: float, std: float, digits: int = 3, spec: str = "f", std
     the standard deviation when given); ``"mean (1 seed)"`` when ``std`` is NaN, which is
     what a standard deviation with ddof 1 is for a single run; ``"—"`` when ``mean`` is NaN,
     where the figure does not apply (no run gave a value). Every "mean ± std" table of the
-    book (:func:`nero_lite.study.mean_std`, :func:`nero_lite.faithfulness.mean_std`,
-    :func:`nero_lite.semisup.protocol.mean_std`) is written with it.
+    book (:func:`mean_std_table`, :func:`nero_lite.study.mean_std`) is written with it.
     """
     if mean is None or not np.isfinite(mean):
         return "—"
@@ -272,3 +281,20 @@ def mean_std_text(mean: float, std: float, digits: int = 3, spec: str = "f", std
         return f"{text} (1 seed)"
     return f"{text} ± {std:.{digits if std_digits is None else std_digits}{spec}}"
 
+
+
+def mean_std_table(frame: pd.DataFrame, by: list[str], columns: list[str], digits: int = 3, spec: str = "f",
+                   std_digits: int | None = None) -> pd.DataFrame:
+    """``"mean ± std"`` cells (:func:`mean_std_text`) of ``columns`` over the rows of each ``by`` group, in order of appearance.
+
+    The standard deviation has ddof 1: a group of one row (one seed) reads ``"mean (1 seed)"``,
+    a group without a value ``"—"``. :func:`nero_lite.faithfulness` tables and
+    :func:`nero_lite.semisup.protocol.mean_std` are written with it; :func:`nero_lite.study.mean_std`
+    formats a summary whose means and deviations are already taken.
+    """
+    grouped = frame.groupby(list(by), sort=False)[list(columns)]
+    means, stds = grouped.mean(), grouped.std()
+    return pd.DataFrame(
+        {c: [mean_std_text(m, sd, digits, spec, std_digits) for m, sd in zip(means[c], stds[c])] for c in columns},
+        index=means.index,
+    )

@@ -92,14 +92,13 @@ def test_mean_std_text_cells():
     assert metrics.mean_std_text(0.01234, 0.00456, 3, "g", std_digits=2) == "0.0123 ± 0.0046"
 
 
-def test_faithfulness_table_marks_single_runs_and_missing_figures():
+def test_mean_std_table_marks_single_runs_and_missing_figures():
     import pandas as pd
 
-    from nero_lite import faithfulness
-
-    frame = pd.DataFrame({"map": ["a", "a", "b", "c"], "aopc": [0.1, 0.3, 0.5, float("nan")]})
-    text = faithfulness.mean_std(frame, ["map"], ["aopc"])["aopc"].to_dict()
-    assert text == {"a": "0.2 ± 0.14", "b": "0.5 (1 seed)", "c": "—"}
+    frame = pd.DataFrame({"map": ["b", "a", "a", "b", "c"], "aopc": [0.5, 0.1, 0.3, float("nan"), float("nan")]})
+    text = metrics.mean_std_table(frame, ["map"], ["aopc"], 3, "g", std_digits=2)["aopc"].to_dict()
+    assert text == {"b": "0.5 (1 seed)", "a": "0.2 ± 0.14", "c": "—"}  # groups in order of appearance
+    assert list(metrics.mean_std_table(frame, ["map"], ["aopc"]).index) == ["b", "a", "c"]
 
 
 def test_importing_the_metrics_loads_neither_the_models_nor_the_attribution_stack():

@@ -13,11 +13,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..data import ImageSet, Splits
-from ..metrics import auroc, mean_std_text
+from ..metrics import auroc, mean_std_table
 from ..progress import bar as progress_bar
 from .config import SemisupConfig
 from .detectors import PROPOSED_LAYERS, BceDetector, GeomDetector, IntermediateLayerDetector
@@ -166,13 +165,8 @@ def summarize(results: pd.DataFrame, by: Sequence[str] = ("method",), metric: st
 def mean_std(
     results: pd.DataFrame, by: Sequence[str] = ("method",), metric: str = "auroc", digits: int = 3
 ) -> pd.Series:
-    """:func:`summarize` as ``"mean ± std"`` strings (the metric's own unit), one per group of ``by``.
-
-    The semi-supervised counterpart of :func:`nero_lite.study.mean_std`, which formats a
-    study's (setting, class) summary columns instead of a :func:`run_protocol` table; both write
-    their cells with :func:`nero_lite.metrics.mean_std_text` (``"(1 seed)"`` for a single seed).
-    """
-    summary = summarize(results, by=by, metric=metric)
-    return summary.apply(
-        lambda r: mean_std_text(r["mean"], r["std"] if r["seeds"] > 1 else np.nan, digits), axis=1
-    )
+    """:func:`summarize` as ``"mean ± std"`` strings (the metric's own unit), one per group of ``by``:
+    the metric averaged over the normal classes of each seed, then
+    :func:`nero_lite.metrics.mean_std_table` over the seeds (``"(1 seed)"`` for a single seed)."""
+    per_seed = results.groupby([*by, "seed"])[metric].mean().reset_index()
+    return mean_std_table(per_seed, list(by), [metric], digits)[metric].rename(None)
