@@ -15,8 +15,8 @@ ARCHITECTURES = ("resnet18d", "resnet18", "vit", "deit_small")
 #: The registry names of :func:`nero_lite.detectors.create`, baselines first and NERO last.
 DETECTORS = ("msp", "maxlogit", "energy", "entropy", "odin", "mahalanobis", "vim", "neco", "react", "gradnorm",
              "knn", "ash", "she", "nero")
-#: The names :func:`nero_lite.detectors.create` accepts as ``preset``: ours (the default), the reference code's.
-PRESETS = ("ours", "reference")
+#: The names :func:`nero_lite.detectors.create` accepts as ``preset``: ours (the default), the official code's.
+PRESETS = ("ours", "official")
 #: Side of the lower-left square blacked out by :func:`~nero_lite.data.mask_shortcut`, as a fraction of
 #: the image side. Measured on the 585 HyperKvasir images of ``hyperkvasir-lowergi``:
 #: the black box spans columns 0 to 0.31 and rows 0.68 to 1.0 of the side (49×51 px

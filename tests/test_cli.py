@@ -274,13 +274,13 @@ def test_other_weights_and_the_papers_recipe_are_fine_tuned(tree, capsys, monkey
 
     monkeypatch.setattr(compare, "compare_detectors", compare_spy)
     weights = _state_file(tree / "imagenet.safetensors", num_classes=1000)
-    argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--preset", "reference",
+    argv = _args(tree, "--arch", "resnet18", "--weights", str(weights), "--recipe", "paper", "--preset", "official",
                  "--detectors", "msp,react")
     assert cli.main(argv) == 0
     assert "fine-tuning from" in capsys.readouterr().err
     assert seen["weights"] == weights and not seen["pretrained"]
     assert seen["recipe"] == replace(training.Recipe.paper(), epochs=2)
-    assert seen["react"] == vars(detectors.create("react", "reference", "resnet18")) != vars(detectors.create("react"))
+    assert seen["react"] == vars(detectors.create("react", "official", "resnet18")) != vars(detectors.create("react"))
     assert not json.loads((tree / "out" / "run.json").read_text())["model_used_as_is"]
 
 
@@ -296,7 +296,7 @@ def test_bad_weights_end_in_one_line_before_any_training(tree, capsys, monkeypat
     assert "unknown architecture 'resnet_nonexistent'" in one_line_error(_args(tree, "--arch", "resnet_nonexistent"), capsys)
     assert "not allowed with argument" in one_line_error(_args(tree, "--pretrained", "--weights", str(resnet)), capsys)
     assert "multiple of 16" in one_line_error(_option(_args(tree, "--arch", "deit_small"), "--size", "24"), capsys)
-    assert "--preset reference: unknown architecture family" in one_line_error(_args(tree, "--arch", "mobilenetv3_small_050", "--preset", "reference"), capsys)
+    assert "--preset official: unknown architecture family" in one_line_error(_args(tree, "--arch", "mobilenetv3_small_050", "--preset", "official"), capsys)
     assert not (tree / "out").exists()
 
 
@@ -488,3 +488,10 @@ def test_each_command_reads_a_typed_record_with_one_field_per_option():
         assert record.as_json()["out"] == str(namespace.out)
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.out = Path("elsewhere")
+
+
+def test_preset_reference_is_read_as_official_with_a_note(tree, capsys):
+    namespace = cli.build_parser().parse_args(_args(tree, "--preset", "reference"))
+    assert namespace.preset == "official"
+    assert capsys.readouterr().err == "python -m nero_lite: --preset reference is now --preset official (NERO's official code's settings)\n"
+    assert "{ours,official}" in cli.build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help()

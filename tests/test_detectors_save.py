@@ -84,7 +84,7 @@ def test_round_trip_scores_bit_for_bit(name, dtype, tmp_path):
 @pytest.mark.parametrize("name", [n for n in detectors.available() if not detectors.create(n).requires_fit])
 def test_an_unfitted_detector_keeps_its_hyperparameters(name, tmp_path):
     _, test = data(torch.float32)
-    detector = detectors.create(name, preset="reference", arch="vit")
+    detector = detectors.create(name, preset="official", arch="vit")
     detector.save(tmp_path / "d.safetensors")
     loaded = detectors.load(tmp_path / "d.safetensors")
     assert vars(loaded) == vars(detector)

@@ -1,4 +1,4 @@
-"""Presets: preset="reference" against a transcription of NERO's reference code, preset="ours" unchanged.
+"""Presets: preset="official" against a transcription of NERO's reference code, preset="ours" unchanged.
 
 Every ``official_*`` function below transcribes, in plain numpy/torch and independently of
 nero_lite's code path, the formula of NERO's reference code (github.com/bhattarailab/NERO,
@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from nero_lite import detectors, metrics
-from nero_lite.detectors.presets import PRESETS, arch_family, preset_params, reference_params
+from nero_lite.detectors.presets import PRESETS, arch_family, preset_params, official_params
 from nero_lite.outputs import Outputs
 
 N_TRAIN, N_TEST, D, C = 300, 60, 192, 3  # D = 192 as DeiT-Tiny (arch "vit"); k = 175 needs D >= 175
@@ -59,7 +59,7 @@ def numpy(outputs: Outputs, field: str) -> np.ndarray:
 
 def reference(name: str, family: str, train: Outputs, test: Outputs) -> np.ndarray:
     """nero_lite's reference-preset scores, as outlier scores (negated)."""
-    return -detectors.create(name, preset="reference", arch=ARCHS[family]).fit(train).score(test).numpy()
+    return -detectors.create(name, preset="official", arch=ARCHS[family]).fit(train).score(test).numpy()
 
 
 def model_name(family: str) -> str:
@@ -241,7 +241,7 @@ def openood_fpr(id_scores, ood_scores, tpr_th: float = 0.95) -> float:
 def test_nero_reference_fixes_k_at_175(data, family):
     train, test = data
     np.testing.assert_allclose(reference("nero", family, train, test), official_nero(train, test), rtol=1e-9)
-    nero = detectors.create("nero", preset="reference", arch=ARCHS[family]).fit(train)
+    nero = detectors.create("nero", preset="official", arch=ARCHS[family]).fit(train)
     assert nero.k_ == 175
     # ours keeps the share 175 / 512 of D: 66 of 192 neurons, a different score
     ours = -detectors.create("nero").fit(train).score(test).numpy()
@@ -265,7 +265,7 @@ def test_react_reference_clips_at_a_constant(data, family):
     train, test = data
     official = official_react(test, model_name(family))
     np.testing.assert_allclose(reference("react", family, train, test), official, rtol=1e-9)
-    assert detectors.create("react", preset="reference", arch=ARCHS[family]).fit(train).threshold_ == (
+    assert detectors.create("react", preset="official", arch=ARCHS[family]).fit(train).threshold_ == (
         0.9 if family == "resnet" else 0.99
     )
     # the clip matters on these features, and ours (a training percentile) is another one
@@ -298,7 +298,7 @@ def test_entropy_is_exact_where_the_reference_clips():
     probs = np.clip(torch.softmax(logits, dim=1).numpy(), a_min=1e-6, a_max=None)
     official = np.sum(-probs * np.log(probs), axis=1)
     assert official[0] == official[1]
-    ours = detectors.create("entropy", preset="reference", arch="vit").score(outputs)
+    ours = detectors.create("entropy", preset="official", arch="vit").score(outputs)
     assert ours[1] > ours[0]
 
 
@@ -314,14 +314,14 @@ def test_odin_reference_perturbation(one_torch_thread):
     images = torch.randn(8, 3, 8, 8)
     official = official_odin_score(model, images)
     for arch in ("resnet18", "resnet18d", "vit", "deit_small"):
-        odin = detectors.create("odin", preset="reference", arch=arch)
+        odin = detectors.create("odin", preset="official", arch=arch)
         np.testing.assert_allclose(-odin.score_images(model, images).numpy(), official, rtol=1e-5)
     assert not np.allclose(-detectors.create("odin").score_images(model, images).numpy(), official, rtol=1e-3)
 
 
 def test_detectors_absent_from_the_reference_code_keep_ours():
     for name in ("knn", "ash", "she"):
-        assert reference_params(name, "resnet18") == {} == reference_params(name, "vit")
+        assert official_params(name, "resnet18") == {} == official_params(name, "vit")
 
 
 # -- presets, architectures and errors ------------------------------------------------
@@ -330,13 +330,13 @@ def test_detectors_absent_from_the_reference_code_keep_ours():
 def test_reference_covers_the_registry_and_names_its_settings():
     for arch in ("resnet18", "resnet18d", "vit", "deit_small"):
         for name in detectors.available():  # every registry name has reference settings (maybe none)
-            detectors.create(name, preset="reference", arch=arch)
-    assert reference_params("nero", "resnet18")["k"] == 175
-    assert reference_params("react", "resnet18d") == {"threshold": 0.9}
-    assert reference_params("react", "deit_small") == {"threshold": 0.99}
-    assert reference_params("neco", "resnet18") == {"dim": 100, "use_maxlogit": False, "denominator": "standardised"}
-    assert reference_params("neco", "vit") == {"dim": 100, "use_maxlogit": True, "denominator": "raw"}
-    assert reference_params("odin", "vit") == {"temperature": 100.0, "epsilon": 0.0005, "norm_std": None}
+            detectors.create(name, preset="official", arch=arch)
+    assert official_params("nero", "resnet18")["k"] == 175
+    assert official_params("react", "resnet18d") == {"threshold": 0.9}
+    assert official_params("react", "deit_small") == {"threshold": 0.99}
+    assert official_params("neco", "resnet18") == {"dim": 100, "use_maxlogit": False, "denominator": "standardised"}
+    assert official_params("neco", "vit") == {"dim": 100, "use_maxlogit": True, "denominator": "raw"}
+    assert official_params("odin", "vit") == {"temperature": 100.0, "epsilon": 0.0005, "norm_std": None}
     assert [arch_family(a) for a in ("resnet18", "resnet18d", "vit", "deit_small")] == ["resnet", "resnet", "vit", "vit"]
 
 
@@ -358,23 +358,23 @@ def test_todays_default_values_are_pinned():
 
 
 def test_keyword_arguments_override_the_preset():
-    react = detectors.create("react", preset="reference", arch="resnet18", threshold=1.5)
+    react = detectors.create("react", preset="official", arch="resnet18", threshold=1.5)
     assert react.threshold == 1.5
-    assert detectors.create("nero", preset="reference", arch="vit", k=10).k == 10
+    assert detectors.create("nero", preset="official", arch="vit", k=10).k == 10
 
 
 def test_preset_errors_are_clear():
-    assert PRESETS == ("ours", "reference")
+    assert PRESETS == ("ours", "official")
     with pytest.raises(ValueError, match="unknown preset 'paper'"):
         detectors.create("nero", preset="paper")
     with pytest.raises(ValueError, match="depends on the architecture: pass arch="):
-        detectors.create("react", preset="reference")
+        detectors.create("react", preset="official")
     with pytest.raises(ValueError, match="unknown architecture family of arch='efficientnet'"):
-        detectors.create("react", preset="reference", arch="efficientnet")
+        detectors.create("react", preset="official", arch="efficientnet")
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
-        reference_params("nope", "vit")
+        official_params("nope", "vit")
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
-        detectors.create("nope", preset="reference", arch="vit")
+        detectors.create("nope", preset="official", arch="vit")
 
 
 def test_fixed_k_and_threshold_are_validated():
@@ -396,7 +396,7 @@ def test_fixed_k_and_threshold_are_validated():
         # tpr = 0.5 of n = 4 ID: ours accepts ceil(2) = 2 (threshold 3: OOD 3 accepted, 1/3),
         # the reference floor(2) + 1 = 3 (threshold 2: OOD 3 and 2.5, 2/3); OpenOOD flags the
         # ceil(1.5) = 2 lowest OOD (threshold 2.5) and with them ID 2 and 1 (2/4)
-        ([4.0, 3.0, 2.0, 1.0], [3.0, 2.5, 0.0], 0.5, {"ours": 1 / 3, "reference": 2 / 3, "openood": 2 / 4}),
+        ([4.0, 3.0, 2.0, 1.0], [3.0, 2.5, 0.0], 0.5, {"ours": 1 / 3, "official": 2 / 3, "openood": 2 / 4}),
         # tpr = 0.95 of n = 20 ID (1..20): ours accepts 19 (threshold 2: 7 of 10 OOD), the
         # reference 20 (threshold 1, tied OOD 1 accepted: 9 of 10); OpenOOD flags all 10 OOD
         # (threshold 8.5) and with them ID 1..8 (8 of 20)
@@ -404,7 +404,7 @@ def test_fixed_k_and_threshold_are_validated():
             list(range(1, 21)),
             [0.5, 1.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5],
             0.95,
-            {"ours": 0.7, "reference": 0.9, "openood": 0.4},
+            {"ours": 0.7, "official": 0.9, "openood": 0.4},
         ),
     ],
 )
@@ -418,7 +418,7 @@ def test_fpr_conventions_match_their_code(n_id):
     rng = np.random.default_rng(n_id)
     id_scores = np.round(rng.normal(1.0, 1.0, n_id), 1)  # rounding makes ties within and across the sets
     ood_scores = np.round(rng.normal(0.0, 1.0, 150), 1)
-    reference = metrics.fpr_at_tpr(id_scores, ood_scores, convention="reference")
+    reference = metrics.fpr_at_tpr(id_scores, ood_scores, convention="official")
     assert reference == pytest.approx(official_fpr(id_scores, ood_scores))
     openood = metrics.fpr_at_tpr(id_scores, ood_scores, convention="openood")
     assert openood == pytest.approx(openood_fpr(id_scores, ood_scores))
@@ -430,7 +430,7 @@ def test_fpr_conventions_match_their_code(n_id):
 def test_evaluate_keeps_ours_by_default():
     id_scores, ood_scores = list(range(1, 21)), [0.5, 1.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5]
     assert metrics.evaluate(id_scores, ood_scores)["fpr95"] == pytest.approx(0.7)
-    assert metrics.evaluate(id_scores, ood_scores, "reference")["fpr95"] == pytest.approx(0.9)
+    assert metrics.evaluate(id_scores, ood_scores, "official")["fpr95"] == pytest.approx(0.9)
     table = metrics.evaluate_table(id_scores, ood_scores, [0] * 10, ["a"], convention="openood")
     assert table.loc["all", "fpr95"] == pytest.approx(0.4)
     assert metrics.evaluate_table(id_scores, ood_scores, [0] * 10, ["a"]).loc["all", "fpr95"] == pytest.approx(0.7)
@@ -440,7 +440,7 @@ def test_fpr_convention_errors():
     with pytest.raises(ValueError, match="unknown convention 'sklearn'"):
         metrics.fpr_at_tpr([1.0], [0.0], convention="sklearn")
     with pytest.raises(ValueError, match="needs tpr < 1"):
-        metrics.fpr_at_tpr([1.0], [0.0], tpr=1.0, convention="reference")
+        metrics.fpr_at_tpr([1.0], [0.0], tpr=1.0, convention="official")
 
 
 def test_the_papers_table_reads_by_setting():
@@ -453,3 +453,17 @@ def test_the_papers_table_reads_by_setting():
     assert set(deit.index) <= set(detectors.available())
     with pytest.raises(ValueError, match="the paper reports"):
         presets.paper_table("ViT", "Kvasir-v2")
+
+
+def test_the_previous_name_reference_still_works_with_a_deprecation_warning():
+    """``preset="reference"``, ``reference_params`` and ``convention="reference"`` are the previous names of "official"."""
+    from nero_lite.detectors import presets
+
+    with pytest.warns(DeprecationWarning, match='preset="official"'):
+        react = detectors.create("react", preset="reference", arch="resnet18")
+    assert vars(react) == vars(detectors.create("react", preset="official", arch="resnet18"))
+    with pytest.warns(DeprecationWarning, match="official_params"):
+        assert presets.reference_params("nero", "vit") == official_params("nero", "vit")
+    id_scores, ood_scores = list(range(1, 21)), [0.5, 1.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5]
+    with pytest.warns(DeprecationWarning, match='convention="official"'):
+        assert metrics.fpr_at_tpr(id_scores, ood_scores, convention="reference") == pytest.approx(0.9)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
@@ -109,6 +110,13 @@ def _gpus(text: str) -> float:
     return value
 
 
+def _preset(text: str) -> str:
+    if text == "reference":  # the name of the official preset before this release
+        print("python -m nero_lite: --preset reference is now --preset official (NERO's official code's settings)", file=sys.stderr)
+        return "official"
+    return text
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -156,8 +164,8 @@ def add_explain_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def add_detector_options(parser: argparse.ArgumentParser, default: list[str], shown: str) -> None:
     """``--preset`` and ``--detectors`` (``evaluate``, ``fit``)."""
-    parser.add_argument("--preset", choices=PRESETS, default="ours",
-                        help="detector hyperparameters: ours (each method's paper) or reference (NERO's reference code, "
+    parser.add_argument("--preset", type=_preset, choices=PRESETS, default="ours",
+                        help="detector hyperparameters: ours (each method's paper) or official (NERO's official code, "
                              "for a resnet or vit/deit ARCH: NERO k=175, ReAct clip 0.9/0.99, ODIN T=100, eps=5e-4, NECO's "
                              "transformer form) (default: ours)")
     parser.add_argument("--detectors", type=_detector_list, default=default, metavar="NAMES",
@@ -218,11 +226,11 @@ def check_model(args: ModelOptions) -> str | None:
     problem = size_problem(args.arch, args.size, "SIZE")
     if problem:
         return f"--size: {problem}"
-    if args.preset == "reference":
+    if args.preset == "official":
         try:
             arch_family(args.arch)
         except ValueError as error:
-            return f"--preset reference: {error}"
+            return f"--preset official: {error}"
     if args.weights is not None:
         try:
             read_weights(args.weights)

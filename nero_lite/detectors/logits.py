@@ -84,7 +84,7 @@ class EntropyDetector(Detector):
     .. math:: S(x) = -H(p) = \sum_c p_c \log p_c, \qquad p = \operatorname{softmax}(z)
 
     Computed exactly with ``log_softmax`` (no clipping of small probabilities), in every
-    preset. NERO's reference code (``cv_uncertainty.py``, ``EntropyQuant``) first clips
+    preset. NERO's official code (``cv_uncertainty.py``, ``EntropyQuant``) first clips
     :math:`p_c` at :math:`10^{-6}`, so that every saturated softmax scores the same; ours
     keeps ranking them (the ranks differ only where some :math:`p_c < 10^{-6}`). The
     entropy of the prediction is a classical uncertainty measure; as an OOD score it is

@@ -98,13 +98,13 @@ class NeroDetector(Detector):
         f(x) = \frac{\sum_{j \in K(x)} |a_j|}{\sum_j |a_j|}
 
     and ``score`` returns :math:`-S(x)` (higher = more in-distribution). Fitted on the
-    training outputs, as NERO's reference code does:
+    training outputs, as NERO's official code does:
 
     * PCA (:class:`sklearn.decomposition.PCA`, exact SVD) of the training neuron
       relevance, keeping :math:`\lfloor` ``pca_fraction`` :math:`\cdot D \rfloor` components,
       at most :math:`N` (the number of training samples: small real data sets such as
       240 HyperKvasir images with :math:`D = 512` have no more directions to keep). The
-      reference code's ``PCA(n_components)`` lets scikit-learn pick the solver, which is
+      official code's ``PCA(n_components)`` lets scikit-learn pick the solver, which is
       randomized, an approximation, at D = 512 for 427 or more training samples (fewer than
       5120 from scikit-learn 1.5 on);
     * :math:`\mu_c`: the mean projected relevance of the training samples labelled
@@ -116,9 +116,9 @@ class NeroDetector(Detector):
     * :math:`K(x)`: the :math:`k` neurons of lowest signed relevance, :math:`k =
       \operatorname{round}(` ``k_fraction`` :math:`\cdot D)` (ours: the paper's k = 175 of
       ResNet-18's D = 512, as the same share of every D), or ``k`` itself when given.
-      NERO's reference code fixes k = 175 for every D (``run_nero.py``, ``relevanacy_algo``):
+      NERO's official code fixes k = 175 for every D (``run_nero.py``, ``relevanacy_algo``):
       ``k=175`` reproduces it: 91 % of DeiT-Tiny's D = 192 neurons and 46 % of DeiT-Small's
-      D = 384, where ours keeps 34 % (``create("nero", preset="reference", arch=...)``, see
+      D = 384, where ours keeps 34 % (``create("nero", preset="official", arch=...)``, see
       :mod:`~nero_lite.detectors.presets`).
 
     ``p`` (default 1, the paper's L1) sets the norm of every centroid distance, in the

@@ -33,9 +33,9 @@ class OdinDetector(Detector):
 
     Liang, Li & Srikant, "Enhancing The Reliability of Out-of-distribution Image
     Detection in Neural Networks", ICLR 2018: defaults ``temperature=1000``,
-    ``epsilon=0.0014``, the paper's CIFAR setting, kept as ours. NERO's reference code uses
+    ``epsilon=0.0014``, the paper's CIFAR setting, kept as ours. NERO's official code uses
     ``temperature=100, epsilon=0.0005`` with no ``norm_std`` (ε in normalised-input units;
-    ``cv_uncertainty.py``, ``odin_score``): ``create("odin", preset="reference", arch=...)``,
+    ``cv_uncertainty.py``, ``odin_score``): ``create("odin", preset="official", arch=...)``,
     see :mod:`~nero_lite.detectors.presets`.
     """
 

@@ -1,15 +1,15 @@
-"""Hyperparameter presets: our defaults, or the settings of NERO's reference code.
+"""Hyperparameter presets: our defaults, or the settings of NERO's official code.
 
 :func:`nero_lite.detectors.create` builds a detector from one of two presets, and keyword
 arguments given to it override the preset::
 
     detectors.create("react")                                   # preset="ours"
-    detectors.create("react", preset="reference", arch="resnet18")  # τ = 0.9
+    detectors.create("react", preset="official", arch="resnet18")  # τ = 0.9
 
 * ``"ours"`` (the default): the class defaults, each the setting of the paper that
   introduced the method (NERO's count of neurons as the same share of every feature
   dimension D); each class docstring says which and why.
-* ``"reference"``: the settings of NERO's reference code (Chhetri et al., MICCAI 2025;
+* ``"official"``: the settings of NERO's official code (Chhetri et al., MICCAI 2025;
   github.com/bhattarailab/NERO, ``ood/run_nero.py`` and ``ood/cv_uncertainty.py``), which
   produced the paper's tables. Two of them depend on the architecture, so this preset
   needs ``arch``: a name starting with ``"resnet"`` (``"resnet18"``, ``"resnet18d"``) is a
@@ -20,7 +20,7 @@ Where the presets differ (h: standardised features, a: features, P: NECO's princ
 projection, z: logits):
 
 ============  ===============================================  ===============================================
-detector      ours                                             reference (where in the reference code)
+detector      ours                                             official (where in the official code)
 ============  ===============================================  ===============================================
 nero          k = round(175 D / 512) neurons in the norm       k = 175 for every D (``run_nero.py``,
               factor (175 at ResNet-18's D = 512)              ``relevanacy_algo``)
@@ -33,32 +33,37 @@ odin          T = 1000, ε = 0.0014                             T = 100, ε = 0.
 ============  ===============================================  ===============================================
 
 MSP, MaxLogit, Energy (T = 1), Mahalanobis, ViM and GradNorm (T = 1) have the same settings
-in both. KNN, ASH and SHE are not in the reference code: its preset is ours for them.
+in both. KNN, ASH and SHE are not in the official code: its preset is ours for them.
 
 Differences that are not hyperparameters, which no preset reproduces (the class
-docstrings give the details): the reference Entropy clips probabilities at
+docstrings give the details): the official Entropy clips probabilities at
 :math:`10^{-6}` (ties among saturated softmaxes; ours is exact); its GradNorm is ours times
 the number of classes C (the same ranking); its ViM subspace rule switches at D ≥ 2048
 instead of 1500 (the same dimension unless 1500 ≤ D < 2048); its NERO PCA lets
 scikit-learn pick the solver, which is randomized, an approximation, at D = 512 for 427
 or more training samples (fewer than 5120 from scikit-learn 1.5 on; ours is exact). Its
 FPR95 counts one more ID sample when 0.95 n is whole: :func:`nero_lite.metrics.fpr_at_tpr`
-with ``convention="reference"``.
+with ``convention="official"``.
+
+The preset was called ``"reference"`` before (a word that also named the centroids of NERO,
+the bundle's pool of images and an FPR95 convention): that name, and ``reference_params``,
+still work for one release, with a :class:`DeprecationWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pandas as pd
 
 from ..constants import PRESETS
 
-__all__ = ["PAPER_RESULTS", "PRESETS", "arch_family", "paper_table", "preset_params", "reference_params"]
+__all__ = ["PAPER_RESULTS", "PRESETS", "arch_family", "official_params", "paper_table", "preset_params"]
 
 
-# registry detectors absent from NERO's reference code: its preset is ours for them
-_NOT_IN_REFERENCE = ("knn", "ash", "she")
+# registry detectors absent from NERO's official code: its preset is ours for them
+_NOT_IN_OFFICIAL = ("knn", "ash", "she")
 
 
 def arch_family(arch: str) -> str:
@@ -70,13 +75,13 @@ def arch_family(arch: str) -> str:
     if arch.startswith(("vit", "deit")):
         return "vit"
     raise ValueError(
-        f"unknown architecture family of arch={arch!r}: the reference preset knows ResNets "
+        f"unknown architecture family of arch={arch!r}: the official preset knows ResNets "
         "(names starting with 'resnet') and vision transformers (names starting with 'vit' or 'deit')"
     )
 
 
-def _reference(family: str) -> dict[str, dict[str, Any]]:
-    """Every registry name with the reference code's settings for one architecture family."""
+def _official(family: str) -> dict[str, dict[str, Any]]:
+    """Every registry name with the official code's settings for one architecture family."""
     vit = family == "vit"
     return {
         "msp": {"temperature": 1.0},
@@ -89,46 +94,58 @@ def _reference(family: str) -> dict[str, dict[str, Any]]:
         "neco": {"dim": 100, "use_maxlogit": vit, "denominator": "raw" if vit else "standardised"},
         "react": {"threshold": 0.99 if vit else 0.9},
         "gradnorm": {"temperature": 1.0},
-        **{name: {} for name in _NOT_IN_REFERENCE},
+        **{name: {} for name in _NOT_IN_OFFICIAL},
         "nero": {"pca_fraction": 2 / 3, "k": 175, "centroids_per_class": 1, "target": "softmax", "epsilon": 0.0},
     }
 
 
-def reference_params(name: str, arch: str) -> dict[str, Any]:
-    """Keyword arguments that give detector ``name`` the settings of NERO's reference code on ``arch``.
+def official_params(name: str, arch: str) -> dict[str, Any]:
+    """Keyword arguments that give detector ``name`` the settings of NERO's official code on ``arch``.
 
-    An empty dict where the reference code has no setting of its own (or no such detector).
+    An empty dict where the official code has no setting of its own (or no such detector).
     """
-    params = _reference(arch_family(arch))
+    params = _official(arch_family(arch))
     if name not in params:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(params)}")
     return dict(params[name])
 
 
+def __getattr__(name: str):
+    """``reference_params``, the previous name of :func:`official_params`, with a deprecation warning."""
+    if name == "reference_params":
+        warnings.warn("nero_lite.detectors.presets.reference_params is now official_params", DeprecationWarning, stacklevel=2)
+        return official_params
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def preset_params(name: str, preset: str = "ours", arch: str | None = None) -> dict[str, Any]:
     """Keyword arguments of detector ``name`` under ``preset`` (``{}`` for ``"ours"``: the class defaults).
 
-    ``arch`` is required by ``"reference"``; when given it must name a known family
+    ``arch`` is required by ``"official"``; when given it must name a known family
     (:func:`arch_family`) under every preset.
     """
+    if preset == "reference":
+        warnings.warn('preset="official" is now preset="official" (the settings of NERO\'s official code)',
+                      DeprecationWarning, stacklevel=3)
+        preset = "official"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     if arch is not None:
         arch_family(arch)
     if preset == "ours":
-        if name not in _reference("resnet"):
-            raise ValueError(f"unknown detector {name!r}; available: {', '.join(_reference('resnet'))}")
+        if name not in _official("resnet"):
+            raise ValueError(f"unknown detector {name!r}; available: {', '.join(_official('resnet'))}")
         return {}
     if arch is None:
         raise ValueError(
-            "preset='reference' depends on the architecture: pass arch=, e.g. 'resnet18', 'resnet18d', 'vit' or 'deit_small'"
+            "preset='official' depends on the architecture: pass arch=, e.g. 'resnet18', 'resnet18d', 'vit' or 'deit_small'"
         )
-    return reference_params(name, arch)
+    return official_params(name, arch)
 
 
 #: The NERO paper's results table (Chhetri et al., MICCAI 2025), AUROC % and FPR95 % per
 #: detector (registry names; the paper's "Energy+ReAct" is ``"react"``), for the settings
-#: (model, data set) in this order. Produced with the reference preset: ImageNet-pretrained
+#: (model, data set) in this order. Produced with the official preset: ImageNet-pretrained
 #: models fine-tuned at 224 px (:meth:`nero_lite.training.Recipe.paper`).
 PAPER_RESULTS: dict[str, tuple[tuple[float, float], ...]] = {
     "msp": ((90.30, 41.72), (66.93, 90.56), (87.05, 40.18), (70.00, 90.74)),

@@ -34,9 +34,9 @@ class ReActDetector(Detector):
     (elementwise minimum; :math:`\tau` by :func:`numpy.percentile`, linear interpolation).
     ``threshold`` fixes :math:`\tau` instead (``percentile`` is then unused; ``fit`` only
     records it and the shapes). Ours is the paper's rule, a percentile of the model's own
-    training activations, whose scale depends on the model; NERO's reference code clips at
+    training activations, whose scale depends on the model; NERO's official code clips at
     the constants 0.9 (ResNet-18) and 0.99 (DeiT), ``cv_uncertainty.py``, ``ReAct_Energy``
-    (``create("react", preset="reference", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
+    (``create("react", preset="official", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
 
     Sun, Guo & Li, "ReAct: Out-of-distribution Detection With Rectified Activations",
     NeurIPS 2021 (``percentile=90``).

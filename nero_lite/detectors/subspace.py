@@ -39,9 +39,9 @@ class ViMDetector(Detector):
     training features about the origin :math:`u` (``assume_centered``
     :class:`~sklearn.covariance.EmpiricalCovariance`); :math:`(\cdot)^{P^\perp}` is the
     residual in its orthogonal complement. ``dim=None`` applies the ViM rule
-    :func:`vim_dimension` (NERO's reference code uses 2048 instead of 1500 as the first
+    :func:`vim_dimension` (NERO's official code uses 2048 instead of 1500 as the first
     threshold: the same value for every D < 1500 and every D ≥ 2048, e.g. 256 for ResNet-18's
-    D = 512 and 192 for DeiT-Small's D = 384, so the reference preset of
+    D = 512 and 192 for DeiT-Small's D = 384, so the official preset of
     :mod:`~nero_lite.detectors.presets` keeps ``dim=None``).
 
     Wang, Li, Feng & Zhang, "ViM: Out-Of-Distribution with Virtual-logit Matching",
@@ -89,15 +89,15 @@ class NecoDetector(Detector):
     (:class:`~sklearn.preprocessing.StandardScaler`) and :math:`P_d` the projection on their
     ``dim`` leading principal components (:class:`~sklearn.decomposition.PCA`);
     ``use_maxlogit=True`` multiplies by the maximum logit. ``dim=100`` as in NERO's
-    reference code.
+    official code.
 
     Ours (the defaults, ``denominator="standardised", use_maxlogit=False``) is one form for
     every architecture: numerator and denominator in the same standardised space, so
-    :math:`S \le 1`. NERO's reference code (``cv_uncertainty.py``, ``Neco``) has two: for
+    :math:`S \le 1`. NERO's official code (``cv_uncertainty.py``, ``Neco``) has two: for
     ResNet-18 exactly ours; for transformers (DeiT, ViT, Swin) it divides by
     the norm of the *unstandardised* features and multiplies by the maximum logit,
     ``denominator="raw", use_maxlogit=True``
-    (``create("neco", preset="reference", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
+    (``create("neco", preset="official", arch=...)``, see :mod:`~nero_lite.detectors.presets`).
 
     Ben Ammar, Belkhir, Popescu, Manzanera & Franchi, "NECO: NEural Collapse Based
     Out-of-distribution detection", ICLR 2024.
