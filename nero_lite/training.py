@@ -27,7 +27,7 @@ from .devices import resolve_device
 from .models import PRETRAINED_TAGS, create_model
 from .progress import bar as progress_bar
 
-__all__ = ["Recipe", "augment", "train_classifier", "train_epochs"]
+__all__ = ["Recipe", "augment", "train_classifier", "train_epochs", "warmup_fraction"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,15 @@ def train_epochs(
     return history
 
 
+def warmup_fraction(total_steps: int) -> float:
+    """The share of the one-cycle schedule spent warming up: 0.1, and at least two steps from 3 steps on.
+
+    torch's ``OneCycleLR`` divides by (``pct_start · total_steps`` − 1), zero when a tenth of
+    the steps is exactly one step (10 steps: 5 epochs of a set of 64 to 128 images at batch 64).
+    """
+    return max(0.1, 2 / total_steps) if total_steps >= 3 else 0.1
+
+
 def train_classifier(
     data: ImageSet,
     arch: str = "resnet18d",
@@ -229,8 +238,9 @@ def train_classifier(
         steps_per_epoch = int(np.ceil(len(data) / recipe.batch_size))
         scheduler = None
         if recipe.schedule == "onecycle":
+            total_steps = recipe.epochs * steps_per_epoch
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1
+                optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=warmup_fraction(total_steps)
             )
         loss_fn = nn.CrossEntropyLoss()
 

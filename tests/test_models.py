@@ -70,6 +70,14 @@ def test_training_is_seeded_and_cached(tmp_path, monkeypatch):
     assert "fc.weight" in load_file(weights)
 
 
+def test_a_one_cycle_schedule_of_ten_steps_trains():
+    """torch's OneCycleLR divides by zero when its warm-up is exactly one step (0.1 of 10 steps)."""
+    assert [training.warmup_fraction(n) for n in (2, 3, 10, 20, 200)] == [0.1, 2 / 3, 0.2, 0.1, 0.1]
+    model = training.train_classifier(tiny_set(n=12), "resnet18", training.Recipe(epochs=10, batch_size=64), device="cpu",
+                                      progress=False, cache=False)
+    assert len(model.training_history) == 10
+
+
 def test_training_learns_a_separable_toy_set(tmp_path, monkeypatch):
     monkeypatch.setenv("NERO_LITE_CACHE", str(tmp_path))
     data = tiny_set(n=96)
