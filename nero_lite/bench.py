@@ -15,6 +15,11 @@ into ``--out``.
 ``python -m nero_lite flag`` on a folder of many PNG files instead (:func:`flag_benchmark`):
 images/s and peak RSS of ``flag`` end to end and of a plain forward pass over the same
 files, each in its own subprocess, and the peak RSS of ``flag`` on a quarter of the folder.
+
+``python -m nero_lite.bench scale --counts 1000,20000,100000`` compares the engines of ``flag``
+(:func:`scale_benchmark`): ``--engine local`` and ``--engine ray`` with 1 and 2 workers, beside
+a plain forward pass, on folders of growing size: images/s, and the peak memory of the
+driver and of each Ray worker.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -87,29 +93,30 @@ def _write_png(image: torch.Tensor, path: Path) -> None:
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
 
 
-def _write_flag_folders(root: Path, n_images: int, size: int, train_per_class: int, seed: int) -> tuple[Path, Path, Path]:
-    """Write the synthetic training set as an ImageFolder, ``n_images`` PNG files to flag and a quarter of them.
+def _write_flag_folders(root: Path, counts: list[int], size: int, train_per_class: int, seed: int) -> tuple[Path, dict[int, Path]]:
+    """Write the synthetic training set as an ImageFolder, and folders of PNG files to flag, one per count of ``counts``.
 
     The files to flag recycle the synthetic ID test and OOD images (so some get flagged);
     copy ``i`` flips the lowest bit of each pixel by a seeded random pattern of its own, so
-    no two files are the same. The quarter folder holds hard links to the first
-    ``n_images // 4`` files. Returns the training, full and quarter folders.
+    no two files are the same. The largest count's folder holds the files; each smaller
+    one hard links to its first files. Returns the training folder and the folder of each count.
     """
     config = SyntheticConfig(n_train=train_per_class, n_test=train_per_class // 2, n_ood=train_per_class // 2)
     splits = load("synthetic", size=size, seed=seed, config=config, cache=False, progress=False)
     train = write_imagefolder(splits.train, root / "train")
     pool = torch.cat([splits.test.images, splits.ood.images])
-    full, quarter = root / "images", root / "images-quarter"
-    full.mkdir()
-    quarter.mkdir()
+    folders = {count: root / f"images-{count}" for count in sorted(set(counts))}
+    for folder in folders.values():
+        folder.mkdir()
     generator = torch.Generator().manual_seed(seed)
-    for i in range(n_images):
+    for i in range(max(folders)):
         bits = torch.randint(0, 2, pool.shape[1:], generator=generator, dtype=torch.uint8)
-        path = full / f"{i:06d}.png"
+        path = folders[max(folders)] / f"{i:06d}.png"
         _write_png(pool[i % len(pool)] ^ bits, path)
-        if i < n_images // 4:
-            os.link(path, quarter / path.name)
-    return train, full, quarter
+        for count, folder in folders.items():
+            if i < count < max(folders):
+                os.link(path, folder / path.name)
+    return train, folders
 
 
 @torch.no_grad()
@@ -201,7 +208,8 @@ def flag_benchmark(n_images: int = 20000, size: int = 64, batch_size: int = 256,
     with tempfile.TemporaryDirectory(prefix="nero_lite-flag-bench-") as temp:
         root = Path(temp)
         start = time.perf_counter()
-        train, full, quarter = _write_flag_folders(root, n_images, size, train_per_class, seed)
+        train, folders = _write_flag_folders(root, [n_images, n_images // 4], size, train_per_class, seed)
+        full, quarter = folders[n_images], folders[n_images // 4]
         write_s = time.perf_counter() - start
         start = time.perf_counter()
         bundle = root / "bundle"
@@ -235,6 +243,119 @@ def flag_benchmark(n_images: int = 20000, size: int = 64, batch_size: int = 256,
         "flag_peak_rss_mib": max(flg[1] for _, flg in rounds),
         "flag_quarter_peak_rss_mib": quarter_rss,
     }
+
+
+class _WorkerPeaks:
+    """Peak resident memory (MiB) of each Ray Data map worker process while the block runs,
+    by polling ``VmHWM`` of the processes titled ``ray::MapWorker...`` in ``/proc`` every
+    0.2 s (Linux): the workers are not children of the measured program."""
+
+    def __init__(self):
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> _WorkerPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            for process in Path("/proc").iterdir():
+                if not process.name.isdigit():
+                    continue
+                try:
+                    if not (process / "cmdline").read_bytes().startswith(b"ray::MapWorker"):
+                        continue
+                    status = (process / "status").read_text().splitlines()
+                except OSError:  # the process ended meanwhile
+                    continue
+                peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+                self.peaks[int(process.name)] = max(peak, self.peaks.get(int(process.name), 0.0))
+
+
+def scale_benchmark(counts: tuple[int, ...] = (1000, 20000, 100000), size: int = 32, batch_size: int = 256,
+                    repeats: tuple[int, ...] = (3, 3, 1), workers: tuple[int, ...] = (1, 2), *, arch: str = "resnet18d",
+                    epochs: int = 2, train_per_class: int = 100, device: str = "auto", seed: int = 0) -> list[dict]:
+    """Images/s and peak memory of ``flag --engine local`` and ``flag --engine ray --workers N`` on folders of ``counts`` PNG files.
+
+    Writes the folders and fits a bundle as :func:`flag_benchmark` does (the largest folder
+    holds the files, the smaller ones link to its first files). For each count it runs, in
+    ``repeats`` interleaved rounds, each in its own subprocess: the plain forward pass of
+    :func:`forward_folder`, ``flag --explain 0`` with the local engine, then with
+    ``--engine ray --workers N`` for each N of ``workers`` (Ray started by the command on
+    all cores and GPUs of this machine, its start counted). One row per count and run:
+    images/s (median over the rounds), ``ratio_to_forward`` (median of the per-round
+    :math:`t_\\text{forward} / t_\\text{run}`), the peak RSS of the driver (the command's own
+    process) and the largest peak RSS of a Ray worker (polled in /proc while the run lasts), in MiB.
+    """
+    from . import cli
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nero_lite-scale-bench-") as temp:
+        root = Path(temp)
+        train, folders = _write_flag_folders(root, list(counts), size, train_per_class, seed)
+        bundle = root / "bundle"
+        if cli.main(["fit", "--train", str(train), "--out", str(bundle), "--arch", arch, "--size", str(size),
+                     "--epochs", str(epochs), "--seed", str(seed), "--device", device, "--no-cache"]) != 0:
+            raise RuntimeError("fitting the bundle failed")
+        runs = {"forward": None, "local": ["--engine", "local"],
+                **{f"ray, {n} worker{'s' * (n > 1)}": ["--engine", "ray", "--workers", str(n)] for n in workers}}
+        for count, rounds in zip(counts, repeats):
+            measured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+            for _ in range(rounds):
+                for name, engine in runs.items():
+                    if engine is None:
+                        args = ["forward", str(bundle), str(folders[count]), str(batch_size), device]
+                    else:
+                        args = ["flag", str(bundle), str(folders[count]), "--out", str(root / "report"), "--explain", "0",
+                                "--batch-size", str(batch_size), *engine]
+                    with _WorkerPeaks() as workers_seen:
+                        seconds, rss = _timed_subprocess(args, root)
+                    measured[name].append((seconds, rss, max(workers_seen.peaks.values(), default=0.0)))
+            for name, results in measured.items():
+                rows.append({
+                    "images": count, "run": name, "rounds": rounds,
+                    "images_per_s": count / statistics.median(r[0] for r in results),
+                    "ratio_to_forward": statistics.median(f[0] / r[0] for f, r in zip(measured["forward"], results)),
+                    "driver_peak_rss_mib": max(r[1] for r in results),
+                    "worker_peak_rss_mib": max(r[2] for r in results),
+                })
+    return rows
+
+
+def scale_main(argv: list[str]) -> list[dict]:
+    """``python -m nero_lite.bench scale ...``: run :func:`scale_benchmark`, print its table, write its JSON."""
+    parser = argparse.ArgumentParser(prog="python -m nero_lite.bench scale",
+                                     description=scale_benchmark.__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="1000,20000,100000", help="image files per folder, comma-separated")
+    parser.add_argument("--repeats", default="3,3,1", help="interleaved rounds for each count, comma-separated")
+    parser.add_argument("--workers", default="1,2", help="the --workers of each Ray run, comma-separated")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--arch", default="resnet18d", choices=ARCHITECTURES)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the JSON")
+    args = parser.parse_args(argv)
+    numbers = lambda text: tuple(int(value) for value in text.split(","))  # noqa: E731
+    rows = scale_benchmark(numbers(args.counts), args.size, args.batch_size, numbers(args.repeats), numbers(args.workers),
+                           arch=args.arch, device=args.device)
+    print(f"\nflag on folders of PNG files of {args.size}×{args.size}, batch {args.batch_size}, {args.arch}, "
+          f"{os.cpu_count()} CPUs, {torch.cuda.device_count()} GPU(s); medians of interleaved rounds")
+    print(f"{'images':>8}  {'run':<20}{'rounds':>7}{'images/s':>10}{'÷ forward':>10}{'driver MiB':>12}{'worker MiB':>12}")
+    for row in rows:
+        print(f"{row['images']:>8}  {row['run']:<20}{row['rounds']:>7}{row['images_per_s']:>10.0f}{row['ratio_to_forward']:>10.2f}"
+              f"{row['driver_peak_rss_mib']:>12.0f}{row['worker_peak_rss_mib'] or float('nan'):>12.0f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-scale-{args.size}.json"
+    path.write_text(json.dumps({"cpus": os.cpu_count(), "gpus": torch.cuda.device_count(), "size": args.size,
+                                "batch_size": args.batch_size, "arch": args.arch, "rows": rows}, indent=1))
+    print(f"wrote {path}")
+    return rows
 
 
 def flag_main(argv: list[str]) -> dict:
@@ -275,8 +396,11 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["flag"]:
         return flag_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        return scale_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nero_lite.bench", description=__doc__.split("\n\n")[0],
-                                     epilog="python -m nero_lite.bench flag --help: the benchmark of `flag` on many image files")
+                                     epilog="python -m nero_lite.bench flag --help: the benchmark of `flag` on many image files; "
+                                            "python -m nero_lite.bench scale --help: its engines on growing folders")
     parser.add_argument("--dataset", default="synthetic", help="synthetic, hyperkvasir, kvasir, gastrovision or a folder")
     parser.add_argument("--arch", default="resnet18d", choices=ARCHITECTURES)
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (dataset default when omitted)")

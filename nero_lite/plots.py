@@ -22,6 +22,7 @@ __all__ = [
     "class_profiles",
     "clip_window",
     "confusion_matrix",
+    "engine_benchmark",
     "image_grid",
     "maps_with_masks",
     "mean_maps",
@@ -447,6 +448,31 @@ def restoration(curves: pd.DataFrame, title: str = "restoration curves") -> plt.
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="% of the image replaced (most relevant first)", ylabel="gain in −log S(x)", title=name)
     axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def engine_benchmark(rows: Sequence[dict], title: str = "flag on growing folders") -> plt.Figure:
+    """The rows of :func:`nero_lite.bench.scale_benchmark` as three panels against the number of
+    images: images/s of each run (the plain forward pass dashed), its ratio to the forward
+    pass, and the peak memory of the driver (solid) and of a Ray worker (dotted)."""
+    table = pd.DataFrame(list(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for k, (run, part) in enumerate(table.groupby("run", sort=False)):
+        colour, forward = f"C{k}", run == "forward"
+        axes[0].plot(part.images, part.images_per_s, marker="o", color=colour, ls="--" if forward else "-", label=run)
+        if not forward:
+            axes[1].plot(part.images, part.ratio_to_forward, marker="o", color=colour, label=run)
+        axes[2].plot(part.images, part.driver_peak_rss_mib, marker="o", color=colour, label=f"{run}: driver")
+        if (part.worker_peak_rss_mib > 0).any():
+            axes[2].plot(part.images, part.worker_peak_rss_mib, marker="s", color=colour, ls=":", label=f"{run}: a worker")
+    axes[1].axhline(1, color="k", lw=0.5)
+    for ax, label in zip(axes, ("images/s", "speed ÷ plain forward pass", "peak memory (MiB)")):
+        ax.set(xscale="log", xlabel="images in the folder", ylabel=label)
+    axes[2].set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -73,6 +73,15 @@ def local_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def _import_ray():
+    """Ray, with Ray Data imported, without the note it logs in Jupyter when ipywidgets is missing."""
+    logging.getLogger("ray.widgets").setLevel(logging.WARNING)
+    import ray
+    import ray.data  # noqa: F401
+
+    return ray
+
+
 def engine_problem(address: str | None, gpus_per_worker: float | None) -> str | None:
     """What keeps ``--engine ray`` from running, as one line, found before Ray starts (``None``: nothing).
 
@@ -82,7 +91,7 @@ def engine_problem(address: str | None, gpus_per_worker: float | None) -> str | 
     to start here (without ``--address``). A cluster's GPUs are counted by :func:`cluster`.
     """
     try:
-        import ray.data  # noqa: F401  (Ray and Ray Data)
+        _import_ray()
     except ImportError:
         return f"--engine ray: Ray Data is not installed ({INSTALL})"
     if address not in (None, "auto"):
@@ -122,14 +131,13 @@ def cluster(address: str | None = None, workers: int | None = None, gpus_per_wor
     cluster answers and when ``gpus_per_worker`` is more than the cluster's GPUs (one line
     each). Ray Data's own progress bars and logs are off: the command shows a bar of its own.
     """
-    import ray
-    import ray.data
-
+    ray = _import_ray()
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # one line from Ray, not its notes on every actor (ray#53727)
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            # "local": a new Ray here even where `ray start` left one running (that one is --address auto)
+            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         except ConnectionError as error:
             raise EngineError(f"--address {address}: {str(error).splitlines()[0]}") from None
     try:

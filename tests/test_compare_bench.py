@@ -48,8 +48,8 @@ def test_compare_detectors_builds_the_reference_preset_and_counts_its_fpr():
     names = ["react", "energy"]
     ours, _ = compare.compare_detectors(outputs, fake_splits(), names, progress=False)
     reference, scores = compare.compare_detectors(outputs, fake_splits(), names, progress=False,
-                                                  preset="reference", arch="resnet18", convention="reference")
-    by_hand = {name: detectors.create(name, preset="reference", arch="resnet18") for name in names}
+                                                  preset="official", arch="resnet18", convention="official")
+    by_hand = {name: detectors.create(name, preset="official", arch="resnet18") for name in names}
     same, _ = compare.compare_detectors(outputs, fake_splits(), by_hand, progress=False)
     pooled = lambda table: table[table.ood_class == "all"].set_index("detector")
     # ReAct clips at 0.9 instead of the 90th percentile; Energy has no setting of its own
@@ -58,7 +58,7 @@ def test_compare_detectors_builds_the_reference_preset_and_counts_its_fpr():
     assert (pooled(reference).auroc == pooled(same).auroc).all()
     # the test set has 80 ID samples, a multiple of 20: the reference count accepts one more
     for name, (id_scores, ood_scores) in scores.items():
-        assert pooled(reference).fpr95[name] == metrics.fpr_at_tpr(id_scores, ood_scores, convention="reference")
+        assert pooled(reference).fpr95[name] == metrics.fpr_at_tpr(id_scores, ood_scores, convention="official")
         assert pooled(same).fpr95[name] == metrics.fpr_at_tpr(id_scores, ood_scores)
 
 
@@ -165,3 +165,14 @@ def test_a_detector_that_needs_the_images_is_scored_on_them():
     assert seen == [(4, 3, 8, 8), (60, 3, 8, 8)]
     assert torch.equal(scores["probe"][0], -to_input(splits.test.images).flatten(1).abs().mean(1))
     assert not detectors.create("msp").needs_images and detectors.create("odin").needs_images
+
+
+def test_scale_benchmark_reports_each_engine_beside_a_forward_pass(tmp_path):
+    rows = bench.main(["scale", "--counts", "6", "--repeats", "1", "--workers", "1", "--size", "16", "--batch-size", "4",
+                       "--device", "cpu", "--out", str(tmp_path)])
+    assert [(row["images"], row["run"]) for row in rows] == [(6, "forward"), (6, "local"), (6, "ray, 1 worker")]
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["driver_peak_rss_mib"] > 0, row  # measured, never asserted
+    assert rows[0]["ratio_to_forward"] == 1.0 and rows[0]["worker_peak_rss_mib"] == 0.0
+    assert rows[2]["worker_peak_rss_mib"] > 100  # a Ray worker holds torch and the bundle
+    assert json.loads((tmp_path / "bench-scale-16.json").read_text())["rows"] == rows

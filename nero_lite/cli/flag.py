@@ -112,7 +112,7 @@ def flag(args: FlagOptions, bundle: Bundle, files: list[Path]) -> dict:
     """Run the ``flag`` command: score ``files`` in batches of ``--batch-size`` with ``--engine``; returns what it wrote to ``run.json``.
 
     ``flags.csv`` is written row by row as the batches come (into the staging folder of
-    :func:`~nero_lite.cli.common.staged_set`), and only the :data:`~nero_lite.cli.common.GALLERY`
+    :func:`~nero_lite.cli.common.staged_set`), and only the :data:`~nero_lite.cli.GALLERY`
     flagged files of lowest score are kept: the memory does not grow with the folder but
     for one score per image (the histogram).
     """
