@@ -95,7 +95,8 @@ def test_the_command_line_and_create_model_accept_the_same_sizes(arch, size, tmp
     from nero_lite.cli.options import check_model
 
     problem = check_model(SimpleNamespace(arch=arch, size=size, preset="ours", weights=None, device="cpu",
-                                          out=tmp_path / "out", no_cache=True))
+                                          out=tmp_path / "out", no_cache=True, engine="local", address=None, workers=None,
+                                          gpus_per_worker=None))
     if problem is None:
         models.create_model(arch, 3, size)
     else:
