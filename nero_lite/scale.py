@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .constants import FLAG_COLUMNS
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -50,6 +52,7 @@ __all__ = ["CONNECT_SECONDS", "INSTALL", "BundleScorer", "EngineError", "Outputs
 INSTALL = "pip install 'nero_lite[scale]'"
 #: Seconds :func:`engine_problem` waits for an ``--address`` HOST:PORT to answer.
 CONNECT_SECONDS = 3.0
+_COLUMNS = FLAG_COLUMNS[1:]  # what a scorer returns for each file, beside the file
 
 
 class EngineError(RuntimeError):
@@ -199,21 +202,16 @@ class BundleScorer:
         import torch
 
         readable = batch["readable"]
-        n = len(readable)
-        out = {"file": batch["file"], "readable": readable}
+        columns = {name: [] for name in _COLUMNS}
         if readable.any():
             pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][readable]))
             result = self.bundle.score(pixels, batch_size=len(pixels), device=self.device, progress=False)
             columns = result.columns(self.bundle.classes, self.detector, self.bundle.thresholds[self.detector])
-        else:
-            columns = {name: [] for name in ("score", "threshold", "flagged", "predicted", "nearest", "top_neurons")}
-        where = np.flatnonzero(readable)
-        for name, values in columns.items():
-            column = np.full(n, np.nan) if name in ("score", "threshold") else np.full(n, "", dtype=object)
-            if name == "flagged":
-                column = np.zeros(n, dtype=bool)
-            column[where] = values
-            out[name] = column
+        out = {"file": batch["file"], "readable": readable}
+        blank = {"score": np.nan, "threshold": np.nan, "flagged": False}  # the rows of unreadable files; "" elsewhere
+        for name in _COLUMNS:
+            out[name] = np.full(len(readable), blank.get(name, ""), dtype=None if name in blank else object)
+            out[name][readable] = columns[name]
         return out
 
 
@@ -249,8 +247,7 @@ def score_files(folder: str | os.PathLike, files: list, *, size: int, detector: 
     with _engine_errors():
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             readable = batch["readable"]
-            columns = {name: batch[name][readable].tolist() for name in
-                       ("score", "threshold", "flagged", "predicted", "nearest", "top_neurons")}
+            columns = {name: batch[name][readable].tolist() for name in _COLUMNS}
             yield ScoredBatch(files=batch["file"][readable].tolist(), columns=columns,
                               unreadable=batch["file"][~readable].tolist())
 

@@ -162,9 +162,12 @@ def test_an_interrupted_or_failed_ray_run_leaves_the_previous_results_whole(tree
 
     monkeypatch.setattr(scale, "cluster", lambda *args: contextlib.nullcontext(scale.Workers(count=1, gpus=0, cpus=2, cluster_gpus=0)))
     monkeypatch.setattr(scale, "score_files", fails_after_one_batch)
-    capsys.readouterr()
-    status = cli.main(["flag", str(tree / "bundle"), str(tree / "images"), "--out", str(out), "--engine", "ray"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert status == (130 if failure is KeyboardInterrupt else 1) and len(lines) == 1
-    assert lines[0].endswith(f"results in {out} are as they were")
+    for progress in ("0", "1"):  # without and with the progress bar, which is closed before the error line
+        monkeypatch.setenv("NERO_LITE_PROGRESS", progress)
+        capsys.readouterr()
+        status = cli.main(["flag", str(tree / "bundle"), str(tree / "images"), "--out", str(out), "--engine", "ray"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert status == (130 if failure is KeyboardInterrupt else 1) and (len(lines) == 1 or progress == "1")
+        assert lines[-1].startswith("python -m nero_lite flag: ") and lines[-1].endswith(f"results in {out} are as they were")
+        assert all(line.startswith("flag: ") for line in lines[:-1])  # only the bar's own lines before it
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no staging folder left either

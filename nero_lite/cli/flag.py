@@ -132,8 +132,9 @@ def flag(args: FlagOptions, bundle: Bundle, files: list[Path]) -> dict:
     with staged_set(args.out) as staging:
         start = time.perf_counter()
         scores, skipped, kept = array("d"), [], []  # kept: a max-heap by score of the GALLERY flagged rows of lowest score
-        with _batches(args, bundle, files, device) as (batches, where), open(staging / "flags.csv", "w", newline="") as table:
-            bar = progress_bar(total=len(files), desc="flag", unit="img")
+        # the bar is closed however the loop ends: a one-line error after an interruption starts on a line of its own
+        with (_batches(args, bundle, files, device) as (batches, where), open(staging / "flags.csv", "w", newline="") as table,
+              progress_bar(total=len(files), desc="flag", unit="img") as bar):
             writer = csv.writer(table)
             writer.writerow(FLAG_COLUMNS)
             for batch in batches:
@@ -147,7 +148,6 @@ def flag(args: FlagOptions, bundle: Bundle, files: list[Path]) -> dict:
                         heapq.heappush(kept, (-score, len(scores), file, rest[2], rest[3]))
                         if len(kept) > GALLERY:
                             heapq.heappop(kept)
-        bar.close()
         if skipped:
             names = ", ".join(Path(file).name for file in skipped[:3])
             print(f"warning: skipped {len(skipped)} unreadable image file(s) under {args.images}: {names}"
