@@ -167,9 +167,7 @@ def cluster(address: str | None = None, workers: int | None = None, gpus_per_wor
 def decode(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """A batch of ``file`` names → uint8 ``pixels`` ``N×3×size×size`` and ``readable`` (zeros
     where a file cannot be read), read by :func:`~nero_lite.data.read_image`."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .data import read_image
+    from .data import UNREADABLE, read_image
 
     pixels = np.zeros((len(batch["file"]), 3, size, size), dtype=np.uint8)
     readable = np.zeros(len(batch["file"]), dtype=bool)
@@ -177,7 +175,7 @@ def decode(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
         try:
             pixels[i] = read_image(file, size).numpy()
             readable[i] = True
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        except UNREADABLE:
             pass
     return {"file": batch["file"], "pixels": pixels, "readable": readable}
 

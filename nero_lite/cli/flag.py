@@ -73,9 +73,7 @@ def check(args: FlagOptions) -> str | None:
 def _local_batches(args: FlagOptions, bundle: Bundle, files: list[Path], device) -> Iterator[ScoredBatch]:
     """The ``local`` engine: ``--batch-size`` files at a time read here and scored on ``device``."""
     import torch
-    from PIL import Image, UnidentifiedImageError
-
-    from ..data import read_image
+    from ..data import UNREADABLE, read_image
     from ..scale import ScoredBatch
 
     threshold = bundle.thresholds[args.detector]
@@ -85,7 +83,7 @@ def _local_batches(args: FlagOptions, bundle: Bundle, files: list[Path], device)
             try:
                 images.append(read_image(path, bundle.size))
                 read.append(str(path))
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            except UNREADABLE:
                 unreadable.append(str(path))
         columns = {}
         if images:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from ..cache import cache_dir
 from .caching import DATA_VERSION
-from .folders import IMAGE_EXTENSIONS, class_folders, image_files, read_image, read_imagefolder, stratified_split, write_imagefolder
+from .folders import IMAGE_EXTENSIONS, UNREADABLE, class_folders, image_files, read_image, read_imagefolder, stratified_split, write_imagefolder
 from .images import MEAN, STD, ImageSet, Splits, image_tensor, to_input
 from .loaders import SegmentedImages, load, load_folders, load_segmented
 from .masking import (
@@ -110,6 +110,7 @@ __all__ = [
     "image_files",
     "read_image",
     "read_imagefolder",
+    "UNREADABLE",
     "stratified_split",
     "to_input",
     "write_imagefolder",

@@ -18,6 +18,7 @@ from .images import ImageSet
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PROGRESS_ABOVE",
+    "UNREADABLE",
     "class_files",
     "class_folders",
     "existing_folder",
@@ -34,6 +35,8 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: Reading more files than this shows a progress bar.
 PROGRESS_ABOVE = 300
+#: What :func:`read_image` raises for a file that is not a readable image (skipped as "unreadable" by every reader).
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
@@ -119,7 +122,7 @@ def read_listed(listing: dict[str, list[Path]], root: Path, size: int, progress:
     for label, path in bar:
         try:
             images.append(read_image(path, size))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        except UNREADABLE:
             failed.append(path)
             continue
         labels.append(label)
